@@ -1,0 +1,195 @@
+"""Typed configuration: one frozen dataclass per component, and named presets.
+
+The whole :class:`StarPoseConfig` is stored (as JSON) inside every checkpoint and exported model,
+so a model file always carries the exact settings it was trained with. Presets:
+
+- ``paper``: the settings of the paper (section IV-B): 243-frame context, MixSTE-size context
+  encoder (dim 512, depth 8, 8 heads), GraFormer denoiser with hidden size 96, N = 5 hypotheses,
+  K = 50 training steps and 5 DDIM steps, beta linear 1e-4 .. 2e-3, M = 5 GMM components,
+  history L = 27, lambda_p = lambda_s = 1, lambda_b = lambda_d = 0.01.
+- ``small``: the shipped default, sized to train on a 2-core CPU in about an hour and to run
+  autoregressively at >= 100 frames/s there: 27-frame context (dim 64, depth 2, 4 heads),
+  denoiser hidden 64, HPIM dim 32 over L = 9 past frames; diffusion and guidance as ``paper``.
+- ``tiny``: a few thousand parameters, for tests only.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ContextConfig:
+    """MixSTE-style spatial/temporal transformer (sequence to sequence)."""
+    frames: int = 243          # F: frames per context window
+    dim: int = 512
+    depth: int = 8             # number of (spatial, temporal) block pairs
+    heads: int = 8
+    mlp_ratio: float = 2.0
+
+    def __post_init__(self) -> None:
+        _positive(self, "frames", "dim", "depth", "heads")
+        if self.dim % self.heads:
+            raise ValueError(f"context dim {self.dim} is not divisible by heads {self.heads}")
+
+
+@dataclass(frozen=True)
+class HPIMConfig:
+    """Historical Pose Integration Module (section III-B)."""
+    enabled: bool = True
+    history: int = 27          # L: past frames fed to HPIM and to the bone-variance window
+    dim: int = 64              # C: per-node channels
+    spatial_depth: int = 1     # transformer layers of each spatial encoder
+    layers: int = 2            # parallel GCN + attention layers (Eq. 4)
+    heads: int = 4
+    use_2d: bool = True        # False gives the "HPIM w/o 2D" ablation
+
+    def __post_init__(self) -> None:
+        _positive(self, "history", "dim", "spatial_depth", "layers", "heads")
+        if self.dim % self.heads:
+            raise ValueError(f"HPIM dim {self.dim} is not divisible by heads {self.heads}")
+
+
+@dataclass(frozen=True)
+class DenoiserConfig:
+    """GraFormer-style GCN-Attention denoiser (section IV-B)."""
+    hidden: int = 96
+    blocks: int = 3            # each: two graph convolutions and one self-attention
+    heads: int = 4
+    step_dim: int = 96         # sinusoidal step embedding size
+
+    def __post_init__(self) -> None:
+        _positive(self, "hidden", "blocks", "heads", "step_dim")
+        if self.hidden % self.heads:
+            raise ValueError(f"denoiser hidden {self.hidden} is not divisible by heads {self.heads}")
+        if self.step_dim % 2:
+            raise ValueError(f"step_dim must be even, got {self.step_dim}")
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    train_steps: int = 50      # K
+    sample_steps: int = 5      # DDIM steps at inference
+    beta_start: float = 1e-4
+    beta_end: float = 2e-3
+    hypotheses: int = 5        # N
+    gmm_components: int = 5    # M
+    aggregation: str = "mean"  # mean | reproj
+
+    def __post_init__(self) -> None:
+        _positive(self, "train_steps", "sample_steps", "hypotheses", "gmm_components")
+        if self.sample_steps > self.train_steps:
+            raise ValueError(f"sample_steps {self.sample_steps} > train_steps {self.train_steps}")
+        if not 0 < self.beta_start <= self.beta_end < 1:
+            raise ValueError(f"need 0 < beta_start <= beta_end < 1, got {self.beta_start}, {self.beta_end}")
+        if self.aggregation not in ("mean", "reproj"):
+            raise ValueError(f"aggregation must be 'mean' or 'reproj', got {self.aggregation!r}")
+
+
+@dataclass(frozen=True)
+class GuidanceConfig:
+    """STPG (section III-C): energy weights and the guided update of Eq. 9."""
+    enabled: bool = True
+    lambda_p: float = 1.0      # 2D reprojection consistency (normalised screen units)
+    lambda_s: float = 1.0      # skeleton symmetry (metres)
+    lambda_b: float = 0.01     # bone-length variance over the history window (metres)
+    lambda_d: float = 0.01     # differential sequence variation (metres^2)
+    rho: float = 0.002         # step scale: rho_k = rho * sqrt(1 - alpha_k) / sqrt(1 - alpha_K)
+    mode: str = "x0"           # x0: gradient w.r.t. h_0|k (cheap) | full: w.r.t. h_k through D
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("x0", "full"):
+            raise ValueError(f"guidance mode must be 'x0' or 'full', got {self.mode!r}")
+        for name in ("lambda_p", "lambda_s", "lambda_b", "lambda_d", "rho"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"guidance {name} must be >= 0, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class StarPoseConfig:
+    name: str = "paper"
+    skeleton: str = "h36m17"
+    fps: float = 50.0          # the rate the model was trained at
+    context: ContextConfig = field(default_factory=ContextConfig)
+    hpim: HPIMConfig = field(default_factory=HPIMConfig)
+    denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
+
+    @property
+    def num_joints(self) -> int:
+        from .skeleton import get_skeleton
+        return get_skeleton(self.skeleton).num_joints
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "StarPoseConfig":
+        subs = {"context": ContextConfig, "hpim": HPIMConfig, "denoiser": DenoiserConfig,
+                "diffusion": DiffusionConfig, "guidance": GuidanceConfig}
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown config keys {sorted(unknown)}")
+        kwargs = {}
+        for k, v in d.items():
+            if k in subs:
+                sub_known = {f.name for f in dataclasses.fields(subs[k])}
+                bad = set(v) - sub_known
+                if bad:
+                    raise ValueError(f"unknown {k} config keys {sorted(bad)}")
+                kwargs[k] = subs[k](**v)
+            else:
+                kwargs[k] = v
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls, s: str) -> "StarPoseConfig":
+        return cls.from_dict(json.loads(s))
+
+    @classmethod
+    def from_name(cls, name: str) -> "StarPoseConfig":
+        try:
+            return PRESETS[name]
+        except KeyError:
+            raise ValueError(f"unknown preset {name!r}; known: {sorted(PRESETS)}") from None
+
+    def with_overrides(self, **sections: dict[str, Any]) -> "StarPoseConfig":
+        """Copy with some fields of sub-configs replaced, e.g. ``diffusion={'hypotheses': 3}``."""
+        out = self
+        for sec, vals in sections.items():
+            if not vals:
+                continue
+            out = replace(out, **{sec: replace(getattr(out, sec), **vals)})
+        return out
+
+
+def _positive(obj: Any, *names: str) -> None:
+    for n in names:
+        v = getattr(obj, n)
+        if v <= 0:
+            raise ValueError(f"{type(obj).__name__}.{n} must be positive, got {v}")
+
+
+PRESETS: dict[str, StarPoseConfig] = {
+    "paper": StarPoseConfig(name="paper"),
+    "small": StarPoseConfig(
+        name="small",
+        context=ContextConfig(frames=27, dim=64, depth=2, heads=4, mlp_ratio=2.0),
+        hpim=HPIMConfig(history=9, dim=32, spatial_depth=1, layers=2, heads=4),
+        denoiser=DenoiserConfig(hidden=64, blocks=3, heads=4, step_dim=64),
+    ),
+    "tiny": StarPoseConfig(
+        name="tiny",
+        context=ContextConfig(frames=9, dim=16, depth=1, heads=2, mlp_ratio=2.0),
+        hpim=HPIMConfig(history=4, dim=8, spatial_depth=1, layers=1, heads=2),
+        denoiser=DenoiserConfig(hidden=16, blocks=3, heads=2, step_dim=16),
+        diffusion=DiffusionConfig(hypotheses=3, gmm_components=2),
+    ),
+}
