@@ -126,5 +126,26 @@ def solve_root_translation(rel: torch.Tensor, kp2d: torch.Tensor, intr: torch.Te
                      torch.stack([-su, -sv, suu], -1)], -2)          # (..., 3, 3)
     rx, ry = u * pz - px, v * pz - py                                # (..., J)
     b = torch.stack([(w * rx).sum(-1), (w * ry).sum(-1), -(w * (u * rx + v * ry)).sum(-1)], -1)
+    return solve3x3(a, b, eps)
+
+
+def solve3x3(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Solve (..., 3, 3) x = (..., 3) by the adjugate (Cramer's rule).
+
+    Written with elementwise ops only, so it exports to ONNX and maps onto a Triton program;
+    ``eps`` is added to the diagonal to keep near-singular systems finite.
+    """
     a = a + eps * torch.eye(3, dtype=a.dtype, device=a.device)
-    return torch.linalg.solve(a, b.unsqueeze(-1)).squeeze(-1)
+    a00, a01, a02 = a[..., 0, 0], a[..., 0, 1], a[..., 0, 2]
+    a10, a11, a12 = a[..., 1, 0], a[..., 1, 1], a[..., 1, 2]
+    a20, a21, a22 = a[..., 2, 0], a[..., 2, 1], a[..., 2, 2]
+    c00 = a11 * a22 - a12 * a21
+    c01 = a12 * a20 - a10 * a22
+    c02 = a10 * a21 - a11 * a20
+    det = a00 * c00 + a01 * c01 + a02 * c02
+    inv_det = 1.0 / det
+    b0, b1, b2 = b[..., 0], b[..., 1], b[..., 2]
+    x0 = (c00 * b0 + (a02 * a21 - a01 * a22) * b1 + (a01 * a12 - a02 * a11) * b2) * inv_det
+    x1 = (c01 * b0 + (a00 * a22 - a02 * a20) * b1 + (a02 * a10 - a00 * a12) * b2) * inv_det
+    x2 = (c02 * b0 + (a01 * a20 - a00 * a21) * b1 + (a00 * a11 - a01 * a10) * b2) * inv_det
+    return torch.stack([x0, x1, x2], -1)

@@ -96,13 +96,14 @@ class GuidanceConfig:
     lambda_s: float = 1.0      # skeleton symmetry (metres)
     lambda_b: float = 0.01     # bone-length variance over the history window (metres)
     lambda_d: float = 0.01     # differential sequence variation (metres^2)
-    rho: float = 0.002         # step scale: rho_k = rho * sqrt(1 - alpha_k) / sqrt(1 - alpha_K)
+    rho: float = 0.002         # step scale rho_k = rho (metres per unit gradient), constant over k
+    max_step: float = 0.02     # trust region: per-joint guidance displacement per step <= this (m)
     mode: str = "x0"           # x0: gradient w.r.t. h_0|k (cheap) | full: w.r.t. h_k through D
 
     def __post_init__(self) -> None:
         if self.mode not in ("x0", "full"):
             raise ValueError(f"guidance mode must be 'x0' or 'full', got {self.mode!r}")
-        for name in ("lambda_p", "lambda_s", "lambda_b", "lambda_d", "rho"):
+        for name in ("lambda_p", "lambda_s", "lambda_b", "lambda_d", "rho", "max_step"):
             if getattr(self, name) < 0:
                 raise ValueError(f"guidance {name} must be >= 0, got {getattr(self, name)}")
 

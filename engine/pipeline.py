@@ -1,0 +1,257 @@
+"""Autoregressive lifting over whole videos (batched) and over live streams.
+
+Per video, frame by frame: the context encoder's features and initial estimate for frame t
+(computed per window of F frames), HPIM over the past L frames (2D observed, 3D as predicted by
+the model itself), N hypotheses refined by S DDIM steps with STPG, aggregation, and the result
+pushed into the history. Several videos of different lengths run in one pass: at step t only the
+videos with more than t frames are active (videos are sorted by length so they form a prefix).
+
+Context windows (the latency/accuracy choice): a video of T frames is cut into windows of F
+frames [0, F), [F, 2F), ...; the frames after the last full window come from the window that
+ends at the last frame, [T - F, T) (MixSTE's evaluation layout); a video shorter than F is padded
+at the end by repeating its last frame. :class:`StreamingLifter` in ``exact`` mode uses the same
+windows, so its output equals offline lifting, at a latency of up to F frames (F / fps seconds);
+in ``causal`` mode each new frame is lifted at once from the window of the last F frames (no
+latency, one context pass per frame, results differ from offline).
+
+Randomness: each video draws its GMM noise from its own generator seeded with ``seed``, frame by
+frame, so a video's result does not depend on which other videos share its batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .camera import Intrinsics, normalize_screen
+from .config import StarPoseConfig
+from .guidance import GuidanceInputs
+from .model import StarPose
+from .sampler import aggregate, initial_noise, sample_frame
+
+
+@dataclass
+class VideoInput:
+    """One video prepared for the model (normalised units)."""
+    kp2d: torch.Tensor   # (T, J, 2)
+    conf: torch.Tensor   # (T, J)
+    intr: torch.Tensor   # (4,)
+
+    @classmethod
+    def from_pixels(cls, keypoints: np.ndarray, intrinsics: Intrinsics) -> "VideoInput":
+        """keypoints: (T, J, 2) pixels or (T, J, 3) with a confidence channel."""
+        kp = torch.as_tensor(np.asarray(keypoints, dtype=np.float32))
+        conf = kp[..., 2].clamp(0, 1) if kp.shape[-1] == 3 else torch.ones(kp.shape[:-1])
+        xy = normalize_screen(kp[..., :2], float(intrinsics.width), float(intrinsics.height))
+        return cls(xy, conf, torch.from_numpy(intrinsics.normalized()))
+
+    @property
+    def frames(self) -> int:
+        return self.kp2d.shape[0]
+
+
+@dataclass
+class LiftResult:
+    poses: np.ndarray       # (T, J, 3) metres, root-relative, camera frame
+    spread: np.ndarray      # (T, J) metres: RMS distance of the hypotheses to their aggregate
+    initial: np.ndarray     # (T, J, 3) metres: the context encoder's estimate
+
+
+def plan_windows(frames: int, window: int) -> list[tuple[int, int, int]]:
+    """Context windows as (start, first, stop): window [start, start + F) lifts frames [first, stop)."""
+    plans, s = [], 0
+    while s + window <= frames:
+        plans.append((s, s, s + window))
+        s += window
+    if s < frames:
+        plans.append((max(0, frames - window), s, frames))
+    return plans
+
+
+def window_slice(x: torch.Tensor, start: int, window: int) -> torch.Tensor:
+    """x[start:start + F] along dim 0, padded at the end by repeating the last frame."""
+    w = x[start:start + window]
+    if w.shape[0] < window:
+        w = torch.cat([w, w[-1:].expand(window - w.shape[0], *w.shape[1:])], 0)
+    return w
+
+
+class TorchBackend:
+    """Eager PyTorch execution of the three stages: the reference every backend must match."""
+    name = "torch"
+
+    def __init__(self, model: StarPose):
+        self.model = model
+
+    def context(self, kp_windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(W, F, J, 2) -> f_2D (W, F, J, C), init3d (W, F, J, 3)."""
+        with torch.no_grad():
+            return self.model.context(kp_windows)
+
+    def condition(self, f2d, kp2d, hist2d, hist3d, mask) -> torch.Tensor:
+        with torch.no_grad():
+            return self.model.frame_condition(f2d, kp2d, hist2d, hist3d, mask)
+
+    def sample(self, cond, init3d, x_k, steps, guidance, gin) -> torch.Tensor:
+        return sample_frame(self.model, cond, init3d, x_k, steps, guidance, gin)
+
+
+class _History:
+    """Batched autoregressive state: the past L frames per video and the per-video RNGs."""
+
+    def __init__(self, batch: int, history: int, joints: int, seed: int, device: torch.device):
+        self.hist2d = torch.zeros(batch, history, joints, 2, device=device)
+        self.hist3d = torch.zeros(batch, history, joints, 3, device=device)
+        self.mask = torch.zeros(batch, history, device=device)
+        self.gens = [torch.Generator().manual_seed(seed) for _ in range(batch)]
+
+    def push(self, n: int, kp2d: torch.Tensor, pose: torch.Tensor) -> None:
+        """Append one frame to the first n rows."""
+        self.hist2d[:n] = torch.cat([self.hist2d[:n, 1:], kp2d[:, None]], 1)
+        self.hist3d[:n] = torch.cat([self.hist3d[:n, 1:], pose[:, None]], 1)
+        self.mask[:n] = torch.cat([self.mask[:n, 1:], torch.ones_like(self.mask[:n, :1])], 1)
+
+
+class Lifter:
+    """Lift 2D keypoint videos to 3D with a StarPose model.
+
+    Args:
+        model: the model (its config decides N, S, guidance, aggregation unless overridden).
+        backend: an object with ``context``, ``condition`` and ``sample`` (default: eager torch).
+        cfg: optional config overriding the model's inference settings (diffusion / guidance).
+    """
+
+    def __init__(self, model: StarPose, backend=None, cfg: StarPoseConfig | None = None):
+        self.model = model.eval()
+        self.backend = backend or TorchBackend(model)
+        self.cfg = cfg or model.cfg
+        self.device = next(model.parameters()).device
+
+    # -- one autoregressive step for the first n rows of a batch ------------------------------
+    def _step(self, state: _History, n: int, f2d, init3d, kp2d, conf, intr):
+        d = self.cfg.diffusion
+        cond = self.backend.condition(f2d, kp2d, state.hist2d[:n], state.hist3d[:n], state.mask[:n])
+        samples = torch.stack([self.model.gmm.sample((d.hypotheses,), g) for g in state.gens[:n]])
+        x_k = initial_noise(self.model, samples.to(self.device))
+        gin = GuidanceInputs(kp2d, conf, intr, state.hist3d[:n], state.mask[:n])
+        hyps = self.backend.sample(cond, init3d, x_k, d.sample_steps, self.cfg.guidance, gin)
+        pose = aggregate(hyps, d.aggregation, gin)
+        spread = ((hyps - pose[:, None]) ** 2).sum(-1).mean(1).sqrt()
+        state.push(n, kp2d, pose)
+        return pose, spread
+
+    def lift(self, videos: list[VideoInput], seed: int = 0, progress=None) -> list[LiftResult]:
+        """Lift several videos in one autoregressive pass.
+
+        Args:
+            videos: prepared inputs; lengths may differ.
+            seed: noise seed (each video gets its own generator with this seed).
+            progress: optional callable(frames_done) called after every step.
+        """
+        if not videos:
+            return []
+        window = self.model.cfg.context.frames
+        j = self.model.num_joints
+        order = sorted(range(len(videos)), key=lambda i: -videos[i].frames)
+        vids = [videos[i] for i in order]
+        lengths = [v.frames for v in vids]
+        dev = self.device
+        state = _History(len(vids), self.model.cfg.hpim.history, j, seed, dev)
+        plans = [plan_windows(t, window) for t in lengths]
+        cursor = [-1] * len(vids)                    # index of the window in use per video
+        f2d_buf: list[torch.Tensor | None] = [None] * len(vids)
+        init_buf: list[torch.Tensor | None] = [None] * len(vids)
+        outs = [(np.zeros((t, j, 3), np.float32), np.zeros((t, j), np.float32), np.zeros((t, j, 3), np.float32))
+                for t in lengths]
+        intr = torch.stack([v.intr for v in vids]).to(dev)
+        for t in range(lengths[0]):
+            n = sum(1 for length in lengths if length > t)
+            need = [b for b in range(n) if cursor[b] < 0 or t >= plans[b][cursor[b]][2]]
+            if need:
+                for b in need:
+                    cursor[b] += 1
+                wins = torch.stack([window_slice(vids[b].kp2d, plans[b][cursor[b]][0], window) for b in need])
+                f2d, init3d = self.backend.context(wins.to(dev))
+                for i, b in enumerate(need):
+                    f2d_buf[b], init_buf[b] = f2d[i], init3d[i]
+            pos = [t - plans[b][cursor[b]][0] for b in range(n)]
+            f2d_t = torch.stack([f2d_buf[b][p] for b, p in zip(range(n), pos)])
+            init_t = torch.stack([init_buf[b][p] for b, p in zip(range(n), pos)])
+            kp_t = torch.stack([v.kp2d[t] for v in vids[:n]]).to(dev)
+            conf_t = torch.stack([v.conf[t] for v in vids[:n]]).to(dev)
+            pose, spread = self._step(state, n, f2d_t, init_t, kp_t, conf_t, intr[:n])
+            pose_np, spread_np, init_np = pose.cpu().numpy(), spread.cpu().numpy(), init_t.cpu().numpy()
+            for b in range(n):
+                outs[b][0][t], outs[b][1][t], outs[b][2][t] = pose_np[b], spread_np[b], init_np[b]
+            if progress is not None:
+                progress(n)
+        results = [LiftResult(*o) for o in outs]
+        back = [None] * len(vids)
+        for pos_sorted, original in enumerate(order):
+            back[original] = results[pos_sorted]
+        return back
+
+
+class StreamingLifter:
+    """One 2D frame in, 3D poses out, with the autoregressive state kept between calls.
+
+    ``mode='exact'``: frames are lifted when their context window is complete (every F frames,
+    and the rest at :meth:`flush`), giving exactly the offline result; latency up to F frames.
+    ``mode='causal'``: each frame is lifted immediately from the last F frames.
+    """
+
+    def __init__(self, lifter: Lifter, intrinsics: Intrinsics, seed: int = 0, mode: str = "exact"):
+        if mode not in ("exact", "causal"):
+            raise ValueError(f"mode must be 'exact' or 'causal', got {mode!r}")
+        self.lifter = lifter
+        self.intrinsics = intrinsics
+        self.mode = mode
+        self.window = lifter.model.cfg.context.frames
+        m = lifter.model
+        self.state = _History(1, m.cfg.hpim.history, m.num_joints, seed, lifter.device)
+        self.kp: list[torch.Tensor] = []
+        self.conf: list[torch.Tensor] = []
+        self.done = 0
+        self.intr = torch.from_numpy(intrinsics.normalized())[None].to(lifter.device)
+
+    def push(self, keypoints: np.ndarray) -> np.ndarray:
+        """keypoints (J, 2|3) pixels -> finished poses (n, J, 3) metres (n may be 0)."""
+        v = VideoInput.from_pixels(np.asarray(keypoints, dtype=np.float32)[None], self.intrinsics)
+        if v.kp2d.shape[1] != self.lifter.model.num_joints:
+            raise ValueError(f"expected {self.lifter.model.num_joints} joints, got {v.kp2d.shape[1]}")
+        self.kp.append(v.kp2d[0])
+        self.conf.append(v.conf[0])
+        total = len(self.kp)
+        if self.mode == "causal":
+            start = total - self.window
+            idx = [max(0, i) for i in range(start, total)]
+            win = torch.stack([self.kp[i] for i in idx])
+            return self._run(win, [self.window - 1], [total - 1])
+        if total % self.window == 0:
+            return self._run_window(total - self.window, total)
+        return np.zeros((0, self.lifter.model.num_joints, 3), np.float32)
+
+    def flush(self) -> np.ndarray:
+        """Lift the frames still waiting for their window (exact mode)."""
+        total = len(self.kp)
+        if self.done >= total:
+            return np.zeros((0, self.lifter.model.num_joints, 3), np.float32)
+        return self._run_window(max(0, total - self.window), total)
+
+    def _run_window(self, start: int, stop: int) -> np.ndarray:
+        win = window_slice(torch.stack(self.kp[start:]), 0, self.window)
+        frames = list(range(self.done, stop))
+        return self._run(win, [f - start for f in frames], frames)
+
+    def _run(self, win: torch.Tensor, positions: list[int], frames: list[int]) -> np.ndarray:
+        lf = self.lifter
+        f2d, init3d = lf.backend.context(win[None].to(lf.device))
+        out = []
+        for p, f in zip(positions, frames):
+            kp = self.kp[f][None].to(lf.device)
+            conf = self.conf[f][None].to(lf.device)
+            pose, _ = lf._step(self.state, 1, f2d[:, p], init3d[:, p], kp, conf, self.intr)
+            out.append(pose[0].cpu().numpy())
+        self.done = frames[-1] + 1 if frames else self.done
+        return np.stack(out).astype(np.float32)
