@@ -129,10 +129,11 @@ class Lifter:
         self.device = next(model.parameters()).device
 
     # -- one autoregressive step for the first n rows of a batch ------------------------------
-    def _step(self, state: _History, n: int, f2d, init3d, kp2d, conf, intr):
+    def _step(self, state: _History, n: int, f2d, init3d, kp2d, conf, intr, samples=None):
         d = self.cfg.diffusion
         cond = self.backend.condition(f2d, kp2d, state.hist2d[:n], state.hist3d[:n], state.mask[:n])
-        samples = torch.stack([self.model.gmm.sample((d.hypotheses,), g) for g in state.gens[:n]])
+        if samples is None:
+            samples = torch.stack([self.model.gmm.sample((d.hypotheses,), g) for g in state.gens[:n]])
         x_k = initial_noise(self.model, samples.to(self.device))
         gin = GuidanceInputs(kp2d, conf, intr, state.hist3d[:n], state.mask[:n])
         hyps = self.backend.sample(cond, init3d, x_k, d.sample_steps, self.cfg.guidance, gin)
@@ -141,20 +142,26 @@ class Lifter:
         state.push(n, kp2d, pose)
         return pose, spread
 
-    def lift(self, videos: list[VideoInput], seed: int = 0, progress=None) -> list[LiftResult]:
+    def lift(self, videos: list[VideoInput], seed: int = 0, progress=None,
+             noise: list[torch.Tensor] | None = None) -> list[LiftResult]:
         """Lift several videos in one autoregressive pass.
 
         Args:
             videos: prepared inputs; lengths may differ.
             seed: noise seed (each video gets its own generator with this seed).
             progress: optional callable(frames_done) called after every step.
+            noise: optional per-video GMM samples (T, N, 3J) used instead of drawing them
+                (golden-file parity across backends).
         """
         if not videos:
             return []
+        if hasattr(self.backend, "lift"):
+            return self.backend.lift(videos, seed=seed, progress=progress, noise=noise, cfg=self.cfg)
         window = self.model.cfg.context.frames
         j = self.model.num_joints
         order = sorted(range(len(videos)), key=lambda i: -videos[i].frames)
         vids = [videos[i] for i in order]
+        fixed = [noise[i] for i in order] if noise is not None else None
         lengths = [v.frames for v in vids]
         dev = self.device
         state = _History(len(vids), self.model.cfg.hpim.history, j, seed, dev)
@@ -180,7 +187,8 @@ class Lifter:
             init_t = torch.stack([init_buf[b][p] for b, p in zip(range(n), pos)])
             kp_t = torch.stack([v.kp2d[t] for v in vids[:n]]).to(dev)
             conf_t = torch.stack([v.conf[t] for v in vids[:n]]).to(dev)
-            pose, spread = self._step(state, n, f2d_t, init_t, kp_t, conf_t, intr[:n])
+            samples = torch.stack([fixed[b][t] for b in range(n)]).to(dev) if fixed is not None else None
+            pose, spread = self._step(state, n, f2d_t, init_t, kp_t, conf_t, intr[:n], samples)
             pose_np, spread_np, init_np = pose.cpu().numpy(), spread.cpu().numpy(), init_t.cpu().numpy()
             for b in range(n):
                 outs[b][0][t], outs[b][1][t], outs[b][2][t] = pose_np[b], spread_np[b], init_np[b]
