@@ -1,0 +1,102 @@
+"""Reading 2D keypoint files and writing 3D results, with the input checks of the CLI.
+
+Every problem with a user's file raises :class:`InputError` with a one-line message; the CLI
+prints it and exits with status 2. Outputs are written atomically (temporary file in the same
+folder, then rename), so a failed or interrupted run never leaves a half-written file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+
+class InputError(ValueError):
+    """A user input that cannot be lifted; the message is one line."""
+
+
+def load_keypoints(path: str | Path, num_joints: int) -> tuple[np.ndarray, dict]:
+    """Read (T, J, 2|3) keypoints from .npy or .npz (key ``keypoints``).
+
+    Returns the float32 array and extras found in an .npz (``image_size`` if present).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"input file not found: {path}")
+    if not path.is_file():
+        raise InputError(f"input is not a file: {path}")
+    extras: dict = {}
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            arr = np.load(path, allow_pickle=False)
+        elif suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                if "keypoints" not in z.files:
+                    raise InputError(f"{path}: .npz has no 'keypoints' array (found {sorted(z.files)})")
+                arr = z["keypoints"]
+                if "image_size" in z.files:
+                    extras["image_size"] = tuple(int(v) for v in np.asarray(z["image_size"]).ravel()[:2])
+        else:
+            raise InputError(f"{path}: unsupported file type {suffix or '(none)'}; use .npy or .npz")
+    except InputError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise InputError(f"{path}: cannot read keypoints ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    return check_keypoints(arr, num_joints, str(path)), extras
+
+
+def check_keypoints(arr: np.ndarray, num_joints: int, where: str = "keypoints") -> np.ndarray:
+    """Validate a (T, J, 2|3) keypoint array and return it as float32."""
+    arr = np.asarray(arr)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise InputError(f"{where}: keypoints must be numeric, got dtype {arr.dtype}")
+    if arr.ndim != 3 or arr.shape[-1] not in (2, 3):
+        raise InputError(f"{where}: keypoints must have shape (T, {num_joints}, 2) or (T, {num_joints}, 3), "
+                         f"got {arr.shape}")
+    if arr.shape[0] == 0:
+        raise InputError(f"{where}: the clip has zero frames")
+    if arr.shape[1] != num_joints:
+        raise InputError(f"{where}: expected {num_joints} joints in Human3.6M order, got {arr.shape[1]}")
+    arr = arr.astype(np.float32)
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        t, j, _ = np.argwhere(bad)[0]
+        raise InputError(f"{where}: {int(bad.sum())} non-finite values (NaN or inf), first at frame {t}, joint {j}")
+    if arr.shape[-1] == 3:
+        c = arr[..., 2]
+        if (c < 0).any() or (c > 1).any():
+            raise InputError(f"{where}: confidence channel must be in [0, 1], got range "
+                             f"[{c.min():.3g}, {c.max():.3g}]")
+    return arr
+
+
+def write_npz_atomic(path: str | Path, **arrays) -> Path:
+    """np.savez_compressed to a temporary file in the same folder, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz.tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def result_arrays(poses_m: np.ndarray, spread_m: np.ndarray, joint_names: tuple[str, ...], meta: dict) -> dict:
+    """The output contract of engine.run: mm, camera frame, root-relative."""
+    return {
+        "poses_3d": (poses_m * 1000.0).astype(np.float32),
+        "poses_3d_std": (spread_m * 1000.0).astype(np.float32),
+        "joint_names": np.array(joint_names),
+        "meta": np.array(json.dumps(meta, sort_keys=True)),
+    }
