@@ -81,6 +81,9 @@ def write_npz_atomic(path: str | Path, **arrays) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz.tmp", dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)       # mkstemp creates 0600; give the usual permissions
     try:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, **arrays)
