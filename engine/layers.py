@@ -26,11 +26,8 @@ class Attention(nn.Module):
         b, s, c = x.shape
         qkv = self.qkv(x).reshape(b, s, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]                           # (B, H, S, D)
-        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(c // self.heads))  # (B, H, S, S)
-        if bias is not None:
-            att = att + bias
-        att = att.softmax(-1)
-        out = (att @ v).transpose(1, 2).reshape(b, s, c)          # (B, S, C)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # softmax(q k^T / sqrt(D) + bias) v
+        out = out.transpose(1, 2).reshape(b, s, c)                # (B, S, C)
         return self.proj(out)
 
 
