@@ -218,10 +218,15 @@ class StreamingLifter:
         self.window = lifter.model.cfg.context.frames
         m = lifter.model
         self.state = _History(1, m.cfg.hpim.history, m.num_joints, seed, lifter.device)
-        self.kp: list[torch.Tensor] = []
+        self.kp: list[torch.Tensor] = []             # the last <= F frames (bounded memory)
         self.conf: list[torch.Tensor] = []
-        self.done = 0
+        self.offset = 0                              # stream index of self.kp[0]
+        self.done = 0                                # frames lifted so far
         self.intr = torch.from_numpy(intrinsics.normalized())[None].to(lifter.device)
+
+    @property
+    def total(self) -> int:
+        return self.offset + len(self.kp)
 
     def push(self, keypoints: np.ndarray) -> np.ndarray:
         """keypoints (J, 2|3) pixels -> finished poses (n, J, 3) metres (n may be 0)."""
@@ -230,11 +235,12 @@ class StreamingLifter:
             raise ValueError(f"expected {self.lifter.model.num_joints} joints, got {v.kp2d.shape[1]}")
         self.kp.append(v.kp2d[0])
         self.conf.append(v.conf[0])
-        total = len(self.kp)
+        if len(self.kp) > self.window:
+            del self.kp[0], self.conf[0]
+            self.offset += 1
+        total = self.total
         if self.mode == "causal":
-            start = total - self.window
-            idx = [max(0, i) for i in range(start, total)]
-            win = torch.stack([self.kp[i] for i in idx])
+            win = torch.stack([self.kp[0]] * (self.window - len(self.kp)) + self.kp)
             return self._run(win, [self.window - 1], [total - 1])
         if total % self.window == 0:
             return self._run_window(total - self.window, total)
@@ -242,13 +248,13 @@ class StreamingLifter:
 
     def flush(self) -> np.ndarray:
         """Lift the frames still waiting for their window (exact mode)."""
-        total = len(self.kp)
+        total = self.total
         if self.done >= total:
             return np.zeros((0, self.lifter.model.num_joints, 3), np.float32)
         return self._run_window(max(0, total - self.window), total)
 
     def _run_window(self, start: int, stop: int) -> np.ndarray:
-        win = window_slice(torch.stack(self.kp[start:]), 0, self.window)
+        win = window_slice(torch.stack(self.kp[start - self.offset:]), 0, self.window)
         frames = list(range(self.done, stop))
         return self._run(win, [f - start for f in frames], frames)
 
@@ -257,8 +263,8 @@ class StreamingLifter:
         f2d, init3d = lf.backend.context(win[None].to(lf.device))
         out = []
         for p, f in zip(positions, frames):
-            kp = self.kp[f][None].to(lf.device)
-            conf = self.conf[f][None].to(lf.device)
+            kp = self.kp[f - self.offset][None].to(lf.device)
+            conf = self.conf[f - self.offset][None].to(lf.device)
             pose, _ = lf._step(self.state, 1, f2d[:, p], init3d[:, p], kp, conf, self.intr)
             out.append(pose[0].cpu().numpy())
         self.done = frames[-1] + 1 if frames else self.done
