@@ -90,7 +90,7 @@ def project(points: torch.Tensor, intr: torch.Tensor, distortion: torch.Tensor |
         r2 = (xy ** 2).sum(-1, keepdim=True)               # (..., J, 1)
         radial = 1 + k[..., 0:1] * r2 + k[..., 1:2] * r2 ** 2 + k[..., 2:3] * r2 ** 3
         tan = (p * xy).sum(-1, keepdim=True)
-        xy = xy * (radial + tan) + p.flip(-1) * r2
+        xy = xy * (radial + tan) + p * r2                 # VideoPose3D: XX * (radial + tan) + p * r2
     f = intr[..., None, 0:2]                               # (..., 1, 2)
     c = intr[..., None, 2:4]
     return xy * f + c

@@ -45,6 +45,8 @@ class GMMParams:
                 raise ValueError(f"GMM {name} contain non-finite values")
         if (self.variances <= 0).any() or (self.weights < 0).any() or not np.isfinite(self.scale) or self.scale <= 0:
             raise ValueError("GMM variances, weights and scale must be positive")
+        if abs(float(self.weights.double().sum()) - 1.0) > 1e-3:     # mean and sample assume a distribution
+            raise ValueError(f"GMM weights must sum to 1, got {float(self.weights.double().sum()):.6g}")
 
     def sample(self, shape: tuple[int, ...], generator: torch.Generator | None = None,
                device: torch.device | str = "cpu") -> torch.Tensor:
@@ -74,7 +76,9 @@ def fit_gmm(x: torch.Tensor, components: int, iters: int = 100, tol: float = 1e-
     idx = [int(torch.randint(s, (1,), generator=generator))]
     for _ in range(1, components):
         dist = torch.cdist(x, x[idx]).min(1).values ** 2
-        idx.append(int(torch.multinomial(dist / dist.sum(), 1, generator=generator)))
+        total = dist.sum()      # 0 when all samples coincide with the chosen centres: pick uniformly
+        probs = dist / total if total > 0 else torch.full_like(dist, 1.0 / s)
+        idx.append(int(torch.multinomial(probs, 1, generator=generator)))
     means = x[idx].clone()
     var = x.var(0, unbiased=False).clamp_min(_VAR_FLOOR).expand(components, d).clone()
     weights = torch.full((components,), 1.0 / components, dtype=torch.float64)

@@ -85,7 +85,8 @@ def guidance_step(g: torch.Tensor, guidance: GuidanceConfig) -> torch.Tensor:
     """rho * g with every joint's displacement clipped to max_step: (..., J, 3) metres."""
     step = guidance.rho * g
     norm = step.norm(dim=-1, keepdim=True)
-    return step * (guidance.max_step / norm.clamp_min(guidance.max_step))
+    # the floor keeps max_step = 0 (allowed by the config: no guidance displacement) from giving 0/0
+    return step * (guidance.max_step / norm.clamp_min(max(guidance.max_step, 1e-12)))
 
 
 def aggregate(hyps: torch.Tensor, mode: str, gin: GuidanceInputs | None = None) -> torch.Tensor:

@@ -1,0 +1,232 @@
+"""engine.pipeline: context windows, batched == one-by-one, streaming == offline, causal
+streaming, fixed noise, seeds, and one-frame videos (tiny preset: F = 9 frames, L = 4)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from helpers import (J, TINY, _single_thread_module, default_intrinsics, make_model,  # noqa: E402,F401
+                     video_keypoints)
+
+from engine.camera import Intrinsics, normalize_screen  # noqa: E402
+from engine.pipeline import (Lifter, StreamingLifter, VideoInput, plan_windows,  # noqa: E402
+                             window_slice)
+from engine.skeleton import H36M17  # noqa: E402
+
+F = TINY.context.frames
+LENGTHS = (1, 7, 23)
+TOL = 1e-5   # metres
+INTRS = {1: Intrinsics.default_for(1000, 800), 7: Intrinsics(1100.0, 1120.0, 630.0, 350.0, 1280, 720),
+         23: Intrinsics.default_for(1000, 800)}
+
+
+@pytest.fixture(scope="module")
+def model():
+    return make_model(0)
+
+
+@pytest.fixture(scope="module")
+def lifter(model):
+    return Lifter(model)
+
+
+@pytest.fixture(scope="module")
+def raw():
+    """Pixel keypoints per length; the 7-frame clip carries a confidence channel."""
+    out = {}
+    for t in LENGTHS:
+        kp = video_keypoints(t, seed=t, intr=INTRS[t])
+        if t == 7:
+            conf = np.random.default_rng(7).uniform(0.2, 1.0, size=(t, J, 1)).astype(np.float32)
+            kp = np.concatenate([kp, conf], -1)
+        out[t] = kp
+    return out
+
+
+@pytest.fixture(scope="module")
+def videos(raw):
+    return [VideoInput.from_pixels(raw[t], INTRS[t]) for t in LENGTHS]
+
+
+@pytest.fixture(scope="module")
+def batched(lifter, videos):
+    return lifter.lift(videos, seed=3)
+
+
+def _close(a, b, what):
+    np.testing.assert_allclose(a, b, rtol=0, atol=TOL, err_msg=what)
+
+
+# ----------------------------------------------------------------------------------------------
+# windows
+
+@pytest.mark.parametrize("frames, expected", [
+    (0, []),
+    (1, [(0, 0, 1)]),
+    (5, [(0, 0, 5)]),                                             # T < F: one padded window
+    (F, [(0, 0, F)]),                                             # T = F
+    (2 * F, [(0, 0, F), (F, F, 2 * F)]),
+    (2 * F + 3, [(0, 0, F), (F, F, 2 * F), (F + 3, 2 * F, 2 * F + 3)]),   # tail from [T - F, T)
+])
+def test_plan_windows(frames, expected):
+    plans = plan_windows(frames, F)
+    assert plans == expected
+    covered = [f for _, first, stop in plans for f in range(first, stop)]
+    assert covered == list(range(frames)), "every frame lifted exactly once, in order"
+    for start, first, stop in plans:
+        assert start <= first < stop <= start + F
+
+
+def test_window_slice_pads_with_last_frame():
+    x = torch.arange(5.0)[:, None]
+    w = window_slice(x, 0, F)
+    assert w.shape == (F, 1)
+    assert w[:5, 0].tolist() == [0, 1, 2, 3, 4] and (w[5:, 0] == 4).all()
+    assert window_slice(torch.arange(20.0), 9, F).tolist() == list(range(9, 18))
+
+
+def test_video_input_from_pixels(raw):
+    v = VideoInput.from_pixels(raw[7], INTRS[7])
+    assert v.frames == 7 and v.kp2d.shape == (7, J, 2) and v.conf.shape == (7, J)
+    assert torch.equal(v.conf, torch.from_numpy(raw[7][..., 2]))
+    i = INTRS[7]
+    np.testing.assert_allclose(v.kp2d.numpy(), normalize_screen(raw[7][..., :2], i.width, i.height), atol=1e-6)
+    np.testing.assert_allclose(v.intr.numpy(), i.normalized())
+    v2 = VideoInput.from_pixels(raw[23], INTRS[23])
+    assert (v2.conf == 1).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# offline lifting
+
+def test_lift_outputs(batched):
+    for t, r in zip(LENGTHS, batched):
+        assert r.poses.shape == (t, J, 3) and r.poses.dtype == np.float32
+        assert r.spread.shape == (t, J) and r.initial.shape == (t, J, 3)
+        assert np.isfinite(r.poses).all() and np.isfinite(r.spread).all()
+        assert (r.spread >= 0).all() and r.spread.max() > 0
+        np.testing.assert_array_equal(r.poses[:, H36M17.root], 0)
+        np.testing.assert_allclose(r.initial[:, H36M17.root], 0, atol=1e-6)
+
+
+def test_batched_equals_one_by_one(lifter, videos, batched):
+    for v, r in zip(videos, batched):
+        single = lifter.lift([v], seed=3)[0]
+        _close(r.poses, single.poses, f"poses of the {v.frames}-frame video")
+        _close(r.spread, single.spread, f"spread of the {v.frames}-frame video")
+        _close(r.initial, single.initial, f"initial of the {v.frames}-frame video")
+
+
+def test_batch_order_does_not_matter(lifter, videos, batched):
+    rev = lifter.lift(videos[::-1], seed=3)[::-1]
+    for a, b in zip(batched, rev):
+        _close(a.poses, b.poses, "result depends on the order of the batch")
+
+
+def test_empty_batch(lifter):
+    assert lifter.lift([]) == []
+
+
+def test_one_frame_video(lifter, videos, batched):
+    r = lifter.lift([videos[0]], seed=0)[0]
+    assert r.poses.shape == (1, J, 3) and np.isfinite(r.poses).all()
+
+
+def test_seeds_and_fixed_noise(model, lifter, videos, batched):
+    n = TINY.diffusion.hypotheses
+    # the noise the per-video generators draw: one GMM sample of N hypotheses per frame
+    noise = []
+    for v in videos:
+        g = torch.Generator().manual_seed(3)
+        noise.append(torch.stack([model.gmm.sample((n,), g) for _ in range(v.frames)]))
+    assert noise[2].shape == (23, n, 3 * J)
+    fixed = lifter.lift(videos, seed=3, noise=noise)
+    for a, b in zip(fixed, batched):
+        np.testing.assert_array_equal(a.poses, b.poses, err_msg="given noise == drawn noise must reproduce")
+    # the seed is not used when the noise is given
+    other = lifter.lift(videos, seed=99, noise=noise)
+    for a, b in zip(fixed, other):
+        np.testing.assert_array_equal(a.poses, b.poses)
+    # same seed: identical; different seed: different
+    again = lifter.lift(videos, seed=3)
+    diff = lifter.lift(videos, seed=4)
+    for a, b, c in zip(batched, again, diff):
+        np.testing.assert_array_equal(a.poses, b.poses)
+        assert np.abs(a.poses - c.poses).max() > 1e-4
+    # different noise: different result
+    other_noise = [x + 0.5 for x in noise]
+    shifted = lifter.lift(videos, seed=3, noise=other_noise)
+    assert np.abs(shifted[2].poses - batched[2].poses).max() > 1e-4
+
+
+def test_config_override_and_progress(model, videos):
+    cfg = model.cfg.with_overrides(diffusion={"hypotheses": 1, "sample_steps": 2},
+                                   guidance={"enabled": False})
+    done = []
+    res = Lifter(model, cfg=cfg).lift(videos, seed=0, progress=done.append)
+    assert sum(done) == sum(LENGTHS) and len(done) == max(LENGTHS)
+    assert done[0] == len(LENGTHS) and done[-1] == 1        # active videos per step
+    for r in res:
+        np.testing.assert_allclose(r.spread, 0, atol=1e-7)  # one hypothesis: no spread
+    assert model.cfg.diffusion.hypotheses == TINY.diffusion.hypotheses
+
+
+def test_reproj_aggregation_runs(model, videos):
+    cfg = model.cfg.with_overrides(diffusion={"aggregation": "reproj"})
+    res = Lifter(model, cfg=cfg).lift(videos[1:2], seed=0)
+    assert np.isfinite(res[0].poses).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# streaming
+
+@pytest.mark.parametrize("t", [7, 23, 2 * F])
+def test_streaming_exact_equals_offline(lifter, raw, t):
+    kp = raw[t] if t in raw else video_keypoints(t, seed=t, intr=INTRS[23])
+    intr = INTRS.get(t, INTRS[23])
+    offline = lifter.lift([VideoInput.from_pixels(kp, intr)], seed=3)[0].poses
+    s = StreamingLifter(lifter, intr, seed=3, mode="exact")
+    outs, counts = [], []
+    for frame in kp:
+        o = s.push(frame)
+        assert o.dtype == np.float32 and o.shape[1:] == (J, 3)
+        counts.append(len(o))
+        outs.append(o)
+    tail = s.flush()
+    outs.append(tail)
+    expected_counts = [F if (i + 1) % F == 0 else 0 for i in range(t)]
+    assert counts == expected_counts, "exact mode emits a whole window when it is complete"
+    assert len(tail) == t - F * (t // F)
+    streamed = np.concatenate(outs)
+    assert streamed.shape == (t, J, 3)
+    _close(streamed, offline, f"streaming ({t} frames) != offline")
+    assert len(s.flush()) == 0, "a second flush has nothing left"
+
+
+def test_streaming_causal(lifter, raw):
+    kp = raw[23][:12]
+    intr = INTRS[23]
+    s = StreamingLifter(lifter, intr, seed=3, mode="causal")
+    s2 = StreamingLifter(lifter, intr, seed=3, mode="causal")
+    outs = []
+    for frame in kp:
+        o = s.push(frame)
+        assert o.shape == (1, J, 3) and np.isfinite(o).all(), "causal mode: one pose per push"
+        np.testing.assert_array_equal(o, s2.push(frame))
+        outs.append(o[0])
+    assert s.flush().shape == (0, J, 3)
+    offline = lifter.lift([VideoInput.from_pixels(kp, intr)], seed=3)[0].poses
+    assert np.abs(np.stack(outs) - offline).max() > 1e-6, "causal windows differ from the offline ones"
+
+
+def test_streaming_rejects_bad_input(lifter):
+    with pytest.raises(ValueError, match="mode"):
+        StreamingLifter(lifter, default_intrinsics(), mode="lazy")
+    s = StreamingLifter(lifter, default_intrinsics())
+    with pytest.raises(ValueError, match="joints"):
+        s.push(np.zeros((J + 1, 2), np.float32))
