@@ -167,7 +167,13 @@ class StarPoseConfig:
         for sec, vals in sections.items():
             if not vals:
                 continue
-            out = replace(out, **{sec: replace(getattr(out, sec), **vals)})
+            sub = getattr(out, sec, None)
+            if not dataclasses.is_dataclass(sub):
+                raise ValueError(f"unknown config section {sec!r}")
+            bad = set(vals) - {f.name for f in dataclasses.fields(sub)}
+            if bad:
+                raise ValueError(f"unknown {sec} config keys {sorted(bad)}")
+            out = replace(out, **{sec: replace(sub, **vals)})
         return out
 
 

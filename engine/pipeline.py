@@ -162,6 +162,12 @@ class Lifter:
         order = sorted(range(len(videos)), key=lambda i: -videos[i].frames)
         vids = [videos[i] for i in order]
         fixed = [noise[i] for i in order] if noise is not None else None
+        if fixed is not None:
+            want = (self.cfg.diffusion.hypotheses, 3 * self.model.num_joints)
+            for v, z in zip(vids, fixed):
+                if tuple(z.shape) != (v.frames, *want):
+                    raise ValueError(f"noise for a {v.frames}-frame video must have shape "
+                                     f"{(v.frames, *want)}, got {tuple(z.shape)}")
         lengths = [v.frames for v in vids]
         dev = self.device
         state = _History(len(vids), self.model.cfg.hpim.history, j, seed, dev)
