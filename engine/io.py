@@ -50,8 +50,16 @@ def load_keypoints(path: str | Path, num_joints: int) -> tuple[np.ndarray, dict]
     return check_keypoints(arr, num_joints, str(path)), extras
 
 
-def check_keypoints(arr: np.ndarray, num_joints: int, where: str = "keypoints") -> np.ndarray:
-    """Validate a (T, J, 2|3) keypoint array and return it as float32."""
+def check_keypoints(arr: np.ndarray, num_joints: int, where: str = "keypoints", allow_missing: bool = False,
+                    layout: str = "Human3.6M") -> np.ndarray:
+    """Validate a (T, J, 2|3) keypoint array and return it as float32.
+
+    Non-finite values: inf is always an error. NaN is an error unless ``allow_missing``; then a
+    joint whose x and y are both NaN is a *missing* joint (its confidence, if any, is ignored and
+    may be NaN too), while NaN in only one of x, y, or a NaN confidence of a joint with finite
+    coordinates, is an error (a malformed file, not a missing joint), and so is a clip in which
+    every joint is missing.
+    """
     arr = np.asarray(arr)
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
         raise InputError(f"{where}: keypoints must be numeric, got dtype {arr.dtype}")
@@ -61,14 +69,36 @@ def check_keypoints(arr: np.ndarray, num_joints: int, where: str = "keypoints") 
     if arr.shape[0] == 0:
         raise InputError(f"{where}: the clip has zero frames")
     if arr.shape[1] != num_joints:
-        raise InputError(f"{where}: expected {num_joints} joints in Human3.6M order, got {arr.shape[1]}")
-    arr = arr.astype(np.float32)
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        t, j, _ = np.argwhere(bad)[0]
-        raise InputError(f"{where}: {int(bad.sum())} non-finite values (NaN or inf), first at frame {t}, joint {j}")
+        hint = "" if layout != "Human3.6M" else " (other layouts: pass --format, see --help)"
+        raise InputError(f"{where}: expected {num_joints} joints in {layout} order, got {arr.shape[1]}{hint}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        arr = arr.astype(np.float32)
+    if allow_missing:
+        inf = np.isinf(arr)
+        if inf.any():
+            t, j, _ = np.argwhere(inf)[0]
+            raise InputError(f"{where}: {int(inf.sum())} non-finite values (infinite, or too large for float32), "
+                             f"first at frame {t}, joint {j}")
+        nan_xy = np.isnan(arr[..., :2])
+        missing = nan_xy.all(-1)
+        half = nan_xy.any(-1) & ~missing
+        if arr.shape[-1] == 3:
+            half |= np.isnan(arr[..., 2]) & ~missing
+        if half.any():
+            t, j = np.argwhere(half)[0]
+            raise InputError(f"{where}: non-finite values: frame {t}, joint {j} has NaN in only part of "
+                             "(x, y, confidence); a missing joint needs NaN in both x and y")
+        if missing.all():
+            raise InputError(f"{where}: non-finite values only: every joint of every frame is missing (NaN)")
+    else:
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            t, j, _ = np.argwhere(bad)[0]
+            raise InputError(f"{where}: {int(bad.sum())} non-finite values (NaN or inf), first at frame {t}, joint {j}")
     if arr.shape[-1] == 3:
         c = arr[..., 2]
+        if allow_missing:
+            c = c[~np.isnan(arr[..., :2]).all(-1)]
         if (c < 0).any() or (c > 1).any():
             raise InputError(f"{where}: confidence channel must be in [0, 1], got range "
                              f"[{c.min():.3g}, {c.max():.3g}]")

@@ -1,4 +1,4 @@
-"""Command line: lift a 2D keypoint file to 3D poses.
+"""Command line: lift 2D keypoint files to 3D poses.
 
     python -m engine.run --input keypoints.npy [--image-size W H] [--output OUT.npz]
 
@@ -7,6 +7,16 @@ pixel coordinates in Human3.6M joint order, or (T, J, 3) with a confidence chann
 Output (.npz): ``poses_3d`` float32 (T, J, 3) millimetres, camera frame, root (pelvis) relative;
 ``poses_3d_std`` (T, J) spread over the hypotheses in mm; ``joint_names``; ``meta`` (JSON).
 Any bad input prints one line on stderr and exits with status 2 without writing an output.
+
+Also (see --help): other layouts converted to Human3.6M (``--format``, :mod:`engine.formats`);
+MMPose/rtmlib/AlphaPose JSON and OpenPose JSON folders (:mod:`engine.readers`); several people
+(``--person``, ``--all-people``); missing joints (NaN x and y) and ``--conf-threshold`` filled in
+time (:mod:`engine.resample`); ``--fps`` resampling to the model's rate and back; the output also
+holds ``root_trajectory`` (T, 3) mm (camera-frame pelvis; focal length estimated when no
+``--intrinsics``, :mod:`engine.intrinsics`) and ``keypoints_2d`` (T, 17, 3), the H36M pixels +
+confidence that were lifted; ``--export json,csv,bvh`` (:mod:`engine.writers`); folders, globs and
+several files in one command (:mod:`engine.batch`: each clip's output is written when it is done;
+with several inputs a bad one is reported and skipped, and the exit status is 2 at the end).
 """
 from __future__ import annotations
 
@@ -15,8 +25,11 @@ import sys
 import time
 from pathlib import Path
 
-from .camera import Intrinsics
-from .io import InputError, load_keypoints, result_arrays, write_npz_atomic
+import numpy as np
+
+from .formats import FORMATS
+from .io import InputError, result_arrays, write_npz_atomic
+from .writers import EXPORTS
 
 EXIT_BAD_INPUT = 2
 
@@ -34,16 +47,45 @@ def build_parser() -> argparse.ArgumentParser:
         description="Lift 2D keypoints (Human3.6M 17-joint order, pixels) to root-relative 3D poses "
                     "with StarPose (autoregressive diffusion + spatial-temporal physical guidance).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--input", required=True, type=Path,
-                   help="keypoints .npy, or .npz with key 'keypoints' (T, J, 2) pixels or (T, J, 3) with confidence")
+    p.add_argument("--input", required=True, type=Path, nargs="+", metavar="INPUT",
+                   help="keypoints .npy, or .npz with key 'keypoints' (T, J, 2) pixels or (T, J, 3) with confidence "
+                        "((P, T, J, C) for P people; NaN x and y = a missing joint); MMPose/rtmlib/AlphaPose .json; "
+                        "an OpenPose JSON folder; "
+                        "or several clips: a folder of them, a quoted glob ('clips/*.npz'), several paths")
     p.add_argument("--output", type=Path, default=None,
-                   help="output .npz (default: <input stem>_3d.npz beside the input)")
+                   help="output .npz (default: <input stem>_3d.npz beside the input); a folder when there are "
+                        "several inputs; with --all-people OUT.npz becomes OUT_p<ID>.npz")
+    p.add_argument("--format", choices=FORMATS, default=None,
+                   help="2D keypoint layout, converted to Human3.6M-17 (pelvis, spine, thorax, head synthesised "
+                        "where missing; see engine/formats.py). Default: h36m for .npy/.npz, guessed from the "
+                        "joint count for JSON (17 coco, 26 halpe26, 133 coco_wholebody), openpose25 for OpenPose")
+    p.add_argument("--person", type=int, default=None, metavar="ID",
+                   help="lift this person of a multi-person file (track_id / idx / person_id, else the "
+                        "position in the frame; 4-D arrays: the first axis)")
+    p.add_argument("--all-people", action="store_true",
+                   help="lift every person of the file, one output each: <stem>_p<ID>_3d.npz")
+    p.add_argument("--conf-threshold", type=float, default=None, metavar="C",
+                   help="joints with confidence below C count as missing, like NaN coordinates: filled by "
+                        "linear interpolation in time (nearest valid frame at the ends) with confidence 0 "
+                        "(default: only NaN x, y is missing)")
+    p.add_argument("--normalized", action="store_true",
+                   help="x, y are fractions of the image width/height in [0, 1] (MediaPipe landmarks); "
+                        "they are multiplied by --image-size")
+    p.add_argument("--fps", type=float, default=None,
+                   help="frame rate of the input, 1 to 10000; resampled (linear) to the model's rate (50 Hz) for "
+                        "lifting and the 3D resampled back to the input frames (default: the .npz 'fps', else the "
+                        "model's)")
+    p.add_argument("--export", default=None, metavar="LIST",
+                   help="also write these beside the .npz, comma separated: json (per frame, named joints), "
+                        "csv (one row per frame, pelvis_x ... mm), bvh (Y-up, cm, for Blender & co.)")
     p.add_argument("--image-size", nargs=2, type=int, metavar=("W", "H"), default=None,
                    help="image width and height in pixels (needed to normalise the keypoints unless the "
                         ".npz has 'image_size' or --intrinsics is given, which implies W=2*CX, H=2*CY)")
     p.add_argument("--intrinsics", nargs=4, type=float, metavar=("FX", "FY", "CX", "CY"), default=None,
                    help="camera intrinsics in pixels (default: f = 1.145 * max(W, H), the Human3.6M ratio, "
-                        "principal point at the image centre)")
+                        "principal point at the image centre, for lifting; the root_trajectory output then uses "
+                        "a focal length estimated from the 2D and the lifted 3D when that fits clearly better, "
+                        "see meta 'intrinsics_source')")
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="model checkpoint (.safetensors); default: the shipped 'small' model trained on CMU mocap")
     p.add_argument("--backend", default="torch", help="execution backend (see engine.backends)")
@@ -65,37 +107,28 @@ def _fail(msg: str) -> int:
     return EXIT_BAD_INPUT
 
 
-def _resolve_intrinsics(args, extras) -> Intrinsics:
-    size = tuple(args.image_size) if args.image_size else extras.get("image_size")
-    if args.intrinsics is not None:
-        fx, fy, cx, cy = args.intrinsics
-        if size is None:
-            size = (int(round(2 * cx)), int(round(2 * cy)))
-        return Intrinsics(fx, fy, cx, cy, int(size[0]), int(size[1]))
-    if size is None:
-        raise InputError("--image-size W H is required: pixel keypoints cannot be normalised without the "
-                         "image size (or pass --intrinsics FX FY CX CY)")
-    return Intrinsics.default_for(int(size[0]), int(size[1]))
+class _Progress:
+    """Outputs written so far (reported if the run is interrupted)."""
+    written: list = []
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _Progress.written = []
     try:
         return _run(args)
     except InputError as e:
         return _fail(str(e))
     except KeyboardInterrupt:
-        print("interrupted: no output written", file=sys.stderr)
+        if _Progress.written:
+            print(f"interrupted: {len(_Progress.written)} finished output(s) kept; the clip in progress was "
+                  "not written", file=sys.stderr)
+        else:
+            print("interrupted: no output written", file=sys.stderr)
         return 130
 
 
-def _run(args) -> int:
-    import torch
-
-    from .backends import BackendUnavailable, make_backend
-    from .checkpoint import DEFAULT_CHECKPOINT, CheckpointError, load_checkpoint
-    from .pipeline import Lifter, VideoInput
-
+def _check_args(args) -> list[str]:
     for name in ("hypotheses", "steps"):
         v = getattr(args, name)
         if v is not None and v < 1:
@@ -104,6 +137,32 @@ def _run(args) -> int:
         raise InputError(f"--seed must be >= 0, got {args.seed}")
     if args.image_size is not None and min(args.image_size) <= 0:
         raise InputError(f"--image-size must be positive, got {args.image_size[0]} {args.image_size[1]}")
+    if args.person is not None and args.all_people:
+        raise InputError("--person and --all-people exclude each other")
+    if args.conf_threshold is not None and not (0.0 <= args.conf_threshold <= 1.0):
+        raise InputError(f"--conf-threshold must be in [0, 1], got {args.conf_threshold:g}")
+    from .api import FPS_RANGE
+    if args.fps is not None and not (FPS_RANGE[0] <= args.fps <= FPS_RANGE[1]):
+        raise InputError(f"--fps must be in [{FPS_RANGE[0]:g}, {FPS_RANGE[1]:g}], got {args.fps:g}")
+    exports: list[str] = []
+    if args.export is not None:
+        for kind in (k.strip().lower() for k in args.export.split(",")):
+            if kind not in EXPORTS:
+                raise InputError(f"--export: unknown kind {kind!r}; choose from {','.join(EXPORTS)}")
+            if kind not in exports:
+                exports.append(kind)
+    return exports
+
+
+def _run(args) -> int:
+    import torch
+
+    from .backends import BackendUnavailable, make_backend
+    from .batch import expand_inputs
+    from .checkpoint import DEFAULT_CHECKPOINT, CheckpointError, load_checkpoint
+    from .pipeline import Lifter
+
+    exports = _check_args(args)
     try:
         device = torch.device(args.device)
     except RuntimeError:
@@ -119,12 +178,7 @@ def _run(args) -> int:
     except CheckpointError as e:
         raise InputError(str(e)) from None
 
-    kp, extras = load_keypoints(args.input, model.num_joints)
-    try:
-        intr = _resolve_intrinsics(args, extras)
-    except ValueError as e:
-        raise InputError(str(e)) from None
-
+    clips, batch = expand_inputs(args.input)
     if args.steps is not None and args.steps > model.cfg.diffusion.train_steps:
         raise InputError(f"--steps {args.steps} exceeds the model's {model.cfg.diffusion.train_steps} "
                          "training steps")
@@ -141,37 +195,96 @@ def _run(args) -> int:
         backend = make_backend(args.backend, model, str(device))
     except BackendUnavailable as e:
         raise InputError(str(e)) from None
+    lifter = Lifter(model, backend, cfg)
 
-    out = args.output or args.input.with_name(f"{args.input.stem}_3d.npz")
-    video = VideoInput.from_pixels(kp, intr)
-    bar = None
-    if not args.quiet and video.frames >= 200:
-        from tqdm import tqdm
-        bar = tqdm(total=video.frames, unit="frame", desc="lifting", file=sys.stderr)
-    t0 = time.perf_counter()
-    try:
-        result = Lifter(model, backend, cfg).lift([video], seed=args.seed,
-                                                  progress=bar.update if bar else None)[0]
-    finally:
-        if bar is not None:
-            bar.close()
-    dt = time.perf_counter() - t0
-    meta = {
-        "preset": model.cfg.name, "checkpoint": str(ckpt), "seed": args.seed, "backend": args.backend,
-        "device": str(device), "hypotheses": cfg.diffusion.hypotheses, "steps": cfg.diffusion.sample_steps,
-        "aggregation": cfg.diffusion.aggregation, "guidance": cfg.guidance.enabled,
-        "guidance_mode": cfg.guidance.mode, "units": "mm",
-        "frame": "camera (x right, y down, z forward), root-relative (pelvis = 0)",
-        "intrinsics_px": [intr.fx, intr.fy, intr.cx, intr.cy], "image_size": [intr.width, intr.height],
-        "fps_model": model.cfg.fps, "frames": video.frames, "input": str(args.input),
-    }
-    write_npz_atomic(out, **result_arrays(result.poses, result.spread, model.skeleton.joint_names, meta))
+    if not batch:
+        _lift_clip(args, lifter, clips[0], False, exports, str(ckpt))
+        return 0
+    if args.output is not None and args.output.exists() and not args.output.is_dir():
+        raise InputError(f"--output {args.output}: with several inputs --output must be a folder")
+    failed = 0
+    for i, clip in enumerate(clips):
+        if not args.quiet:
+            print(f"[{i + 1}/{len(clips)}] {clip}", file=sys.stderr)
+        try:
+            _lift_clip(args, lifter, clip, True, exports, str(ckpt))
+        except InputError as e:
+            failed += 1
+            print(f"error: {e}", file=sys.stderr)
     if not args.quiet:
-        print(f"lifted {video.frames} frames in {dt:.2f} s ({video.frames / dt:.1f} frames/s, "
-              f"backend {args.backend}, {cfg.diffusion.hypotheses} hypotheses x {cfg.diffusion.sample_steps} "
-              f"steps) -> {out}", file=sys.stderr)
-    print(out)
-    return 0
+        print(f"{len(clips) - failed} of {len(clips)} inputs lifted", file=sys.stderr)
+    return EXIT_BAD_INPUT if failed else 0
+
+
+def _lift_clip(args, lifter, clip: Path, batch: bool, exports: list[str], ckpt: str) -> None:
+    """Read, check and prepare every person first (so a bad input writes nothing), then lift."""
+    from .api import StarPoseLifter, prepare_keypoints, resolve_intrinsics
+    from .batch import output_path
+    from .formats import guess_format
+    from .readers import read_input, select_people
+    from .resample import frames_at_rate
+
+    raw = read_input(clip)
+    fmt = args.format
+    if fmt is None:
+        if raw.kind in ("npy", "npz"):
+            fmt = "h36m"
+        else:
+            joints = next(iter(raw.people.values())).shape[1]
+            fmt = raw.format_hint or guess_format(joints)
+            if fmt is None:
+                raise InputError(f"{clip}: cannot tell the keypoint layout of {joints} joints; pass --format")
+    people = select_people(raw, args.person, args.all_people, str(clip))
+    size = tuple(args.image_size) if args.image_size else raw.extras.get("image_size")
+    if args.normalized and size is None:
+        raise InputError("--normalized needs the image size: pass --image-size W H")
+    intr, given = resolve_intrinsics(size, args.intrinsics)
+    fps = args.fps if args.fps is not None else raw.extras.get("fps")
+    if fps is not None and not (np.isfinite(fps) and fps > 0):
+        raise InputError(f"{clip}: the file's fps {fps} is not a positive number")
+    norm = (intr.width, intr.height) if args.normalized else None
+    prepared = []
+    for pid, arr in people:
+        where = str(clip) if pid is None or len(people) == 1 and args.person is None else f"{clip} person {pid}"
+        kp, filled = prepare_keypoints(arr, fmt, args.conf_threshold, norm, where)
+        out = output_path(clip, pid if args.all_people else None, args.output, batch)
+        prepared.append((pid, kp, filled, out))
+
+    api = StarPoseLifter.from_parts(lifter, args.backend, args.seed, ckpt)
+    model = lifter.model
+    for pid, kp, filled, out in prepared:
+        model_frames = kp.shape[0] if fps is None else frames_at_rate(kp.shape[0], fps, model.cfg.fps)
+        bar = None
+        if not args.quiet and model_frames >= 200:
+            from tqdm import tqdm
+            bar = tqdm(total=model_frames, unit="frame", desc="lifting", file=sys.stderr)
+        t0 = time.perf_counter()
+        try:
+            from .api import lift_keypoints
+            res = lift_keypoints(lifter, kp, intr, given, fps, args.seed, bar.update if bar else None)
+        finally:
+            if bar is not None:
+                bar.close()
+        dt = time.perf_counter() - t0
+        meta = api.describe()
+        meta.update({"checkpoint": ckpt, "seed": args.seed, "input": str(clip), "format": fmt,
+                     "person": pid, "conf_threshold": args.conf_threshold, "filled_joints": int(filled.sum()),
+                     "normalized_input": bool(args.normalized)})
+        meta.update(res["meta"])
+        arrays = result_arrays(res["poses_m"], res["spread_m"], model.skeleton.joint_names, meta)
+        arrays["root_trajectory"] = (res["root_m"] * 1000.0).astype(np.float32)
+        arrays["keypoints_2d"] = kp.astype(np.float32)
+        if exports:
+            from .writers import write_exports
+            write_exports(out, exports, arrays, meta["fps"], meta)
+        write_npz_atomic(out, **arrays)
+        _Progress.written.append(out)
+        if not args.quiet:
+            n = kp.shape[0]
+            print(f"lifted {n} frames in {dt:.2f} s ({n / dt:.1f} frames/s, backend {args.backend}, "
+                  f"{lifter.cfg.diffusion.hypotheses} hypotheses x {lifter.cfg.diffusion.sample_steps} "
+                  f"steps) -> {out}", file=sys.stderr)
+        print(out)
 
 
 if __name__ == "__main__":

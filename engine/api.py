@@ -1,0 +1,283 @@
+"""Python API: lift 2D keypoints to 3D in a few lines.
+
+    from engine.api import StarPoseLifter
+    lifter = StarPoseLifter()                                   # the shipped model, CPU, torch
+    out = lifter.lift(kps, image_size=(1920, 1080), fps=30, format="coco")
+    out["poses_3d"]          # (T, 17, 3) mm, camera frame, root (pelvis) relative
+    out["root_trajectory"]   # (T, 3) mm, camera frame: where the pelvis is
+    stream = lifter.stream(image_size=(1920, 1080))            # engine.pipeline.StreamingLifter
+    for frame in frames: poses = stream.push(frame)            # (n, 17, 3) metres; stream.flush()
+
+The steps of :meth:`StarPoseLifter.lift` (the CLI runs the same ones, :func:`lift_keypoints`):
+
+1. layout conversion to Human3.6M-17 (:func:`engine.formats.to_h36m`), input checks;
+2. missing / low-confidence joints filled in time, confidence 0 (:func:`engine.resample.fill_missing`);
+3. resampling from ``fps`` to the model's rate (``model.cfg.fps``, 50 Hz) when they differ;
+4. lifting with :class:`engine.pipeline.Lifter` (given intrinsics, else the default ones);
+5. the result resampled back to the source frame times;
+6. the focal length estimated when no intrinsics were given (:mod:`engine.intrinsics`), and the
+   root trajectory solved in closed form with the given or chosen intrinsics.
+
+Every problem with the input raises :class:`engine.io.InputError` (a ``ValueError``) with a
+one-line message.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .camera import Intrinsics, normalize_screen
+from .formats import FORMATS, to_h36m
+from .intrinsics import estimate_focal as _estimate_focal
+from .intrinsics import root_trajectory
+from .io import InputError
+from .resample import fill_missing, resample
+
+MAX_NORMALIZED = 1000.0      # keypoints further than ~500 image widths from the image are rejected
+FPS_RANGE = (1.0, 10000.0)
+FOCAL_RATIO_RANGE = (0.01, 100.0)   # given focal length / image width
+
+
+def prepare_keypoints(keypoints, fmt: str = "h36m", conf_threshold: float | None = None,
+                      normalized_size: tuple[int, int] | None = None,
+                      where: str = "keypoints") -> tuple[np.ndarray, np.ndarray]:
+    """Source keypoints -> ((T, 17, 3) filled H36M pixels + confidence, (T, 17) filled mask)."""
+    if conf_threshold is not None and not (0.0 <= conf_threshold <= 1.0):
+        raise InputError(f"--conf-threshold must be in [0, 1], got {conf_threshold}")
+    kp = to_h36m(keypoints, fmt, where)
+    if normalized_size is not None:
+        kp[..., 0] *= normalized_size[0]
+        kp[..., 1] *= normalized_size[1]
+    from .skeleton import H36M17
+    return fill_missing(kp, conf_threshold, H36M17.parents, where)
+
+
+def resolve_intrinsics(image_size=None, intrinsics=None) -> tuple[Intrinsics, bool]:
+    """(intrinsics to lift with, given?) from an image size and/or (fx, fy, cx, cy)."""
+    if intrinsics is not None:
+        if isinstance(intrinsics, Intrinsics):
+            return intrinsics, True
+        try:
+            fx, fy, cx, cy = (float(v) for v in intrinsics)
+        except (TypeError, ValueError):
+            raise InputError("intrinsics must be an Intrinsics or four numbers fx, fy, cx, cy") from None
+        size = image_size
+        if size is None:
+            if not (math.isfinite(2 * cx) and math.isfinite(2 * cy)):
+                raise InputError(f"intrinsics must be finite, got cx={cx} cy={cy}")
+            size = (int(round(2 * cx)), int(round(2 * cy)))
+        try:
+            intr = Intrinsics(fx, fy, cx, cy, int(size[0]), int(size[1]))
+        except (ValueError, TypeError, OverflowError) as e:
+            raise InputError(str(e)) from None
+        w = float(intr.width)
+        if not all(FOCAL_RATIO_RANGE[0] <= f / w <= FOCAL_RATIO_RANGE[1] for f in (fx, fy)):
+            raise InputError(f"focal lengths fx={fx:g} fy={fy:g} px are implausible for a {intr.width} px wide "
+                             f"image (allowed {FOCAL_RATIO_RANGE[0]:g} to {FOCAL_RATIO_RANGE[1]:g} times the width)")
+        if not (abs(cx / w) <= 10 and abs(cy / w) <= 10):
+            raise InputError(f"principal point cx={cx:g} cy={cy:g} lies far outside the {intr.width}x{intr.height} image")
+        return intr, True
+    if image_size is None:
+        raise InputError("--image-size W H is required: pixel keypoints cannot be normalised without the "
+                         "image size (or pass --intrinsics FX FY CX CY)")
+    w, h = _size(image_size)
+    return Intrinsics.default_for(w, h), False
+
+
+def _size(image_size) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in image_size)
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"image size must be two integers W H, got {image_size!r}") from None
+    if w <= 0 or h <= 0:
+        raise InputError(f"--image-size must be positive, got {w} {h}")
+    return w, h
+
+
+def lift_keypoints(lifter, kp: np.ndarray, intr: Intrinsics, intrinsics_given: bool, fps: float | None = None,
+                   seed: int = 0, progress=None, estimate_focal: bool = True) -> dict:
+    """Steps 3-6 of the module doc on prepared (T, 17, 3) pixel keypoints.
+
+    Args:
+        lifter: an :class:`engine.pipeline.Lifter`.
+    Returns:
+        dict with ``poses_m`` (T, J, 3), ``spread_m`` (T, J), ``root_m`` (T, 3) and ``meta``.
+    """
+    from .pipeline import VideoInput
+    model_fps = float(lifter.model.cfg.fps)
+    frames = kp.shape[0]
+    if fps is not None:
+        fps = float(fps)
+        if not (FPS_RANGE[0] <= fps <= FPS_RANGE[1]):
+            raise InputError(f"--fps must be in [{FPS_RANGE[0]:g}, {FPS_RANGE[1]:g}], got {fps:g}")
+    src_fps = fps if fps is not None else model_fps
+    resampled = abs(src_fps - model_fps) > 1e-6 * model_fps
+    kp_model = resample(kp, src_fps, model_fps) if resampled else kp
+    xy_n = normalize_screen(kp_model[..., :2].astype(np.float64), float(intr.width), float(intr.height))
+    if not np.all(np.abs(xy_n) <= MAX_NORMALIZED):
+        raise InputError(f"keypoints lie hundreds of image widths outside the {intr.width}x{intr.height} image "
+                         "(wrong --image-size, or coordinates not in pixels?)")
+    video = VideoInput.from_pixels(kp_model, intr)
+    result = lifter.lift([video], seed=seed, progress=progress)[0]
+    poses, spread = result.poses, result.spread
+    if resampled:
+        poses = resample(poses, model_fps, src_fps, frames)
+        spread = resample(spread, model_fps, src_fps, frames)
+    if not (np.isfinite(poses).all() and np.isfinite(spread).all()):
+        raise InputError("lifting produced non-finite values: the input is far outside what the model handles")
+    meta = {"intrinsics_px": [intr.fx, intr.fy, intr.cx, intr.cy], "image_size": [intr.width, intr.height],
+            "fps_model": model_fps, "fps": src_fps, "fps_source": fps, "resampled": resampled,
+            "frames": frames, "frames_lifted": video.frames}
+    conf = kp[..., 2]
+    traj_intr = intr
+    if intrinsics_given:
+        meta["intrinsics_source"] = "given"
+    elif estimate_focal:
+        est = _estimate_focal(poses, kp[..., :2], intr.width, intr.height, conf)
+        traj_intr = Intrinsics(est.focal_px, est.focal_px, intr.cx, intr.cy, intr.width, intr.height)
+        meta["intrinsics_source"] = "estimated" if est.used_estimate else "default"
+        meta["focal_estimate"] = {"estimated_px": est.estimated_px, "default_px": est.default_px,
+                                  "used": est.used_estimate, "rms_error_px": est.error_px,
+                                  "rms_error_default_px": est.error_default_px}
+    else:
+        meta["intrinsics_source"] = "default"
+    meta["trajectory_intrinsics_px"] = [traj_intr.fx, traj_intr.fy, traj_intr.cx, traj_intr.cy]
+    root = root_trajectory(poses, kp[..., :2], traj_intr, conf)
+    if not np.isfinite(root).all():
+        raise InputError("the root trajectory is not finite: the 2D keypoints are degenerate")
+    return {"poses_m": poses, "spread_m": spread, "root_m": root, "meta": meta}
+
+
+class StarPoseLifter:
+    """High-level lifter around :class:`engine.pipeline.Lifter`.
+
+    Args:
+        checkpoint: .safetensors path (default: the shipped model).
+        device: torch device string.
+        backend: execution backend name (:mod:`engine.backends`).
+        model: an already built :class:`engine.model.StarPose` instead of ``checkpoint``.
+        **overrides: ``hypotheses``, ``steps``, ``aggregation`` ('mean' | 'reproj'), ``guidance``
+            (bool), ``guidance_mode`` ('x0' | 'full'), ``seed``.
+    """
+
+    def __init__(self, checkpoint: str | Path | None = None, device: str = "cpu", backend: str = "torch",
+                 model=None, **overrides):
+        from .backends import BackendUnavailable, make_backend
+        from .checkpoint import DEFAULT_CHECKPOINT, CheckpointError, load_checkpoint
+        from .pipeline import Lifter
+        known = {"hypotheses", "steps", "aggregation", "guidance", "guidance_mode", "seed"}
+        bad = set(overrides) - known
+        if bad:
+            raise TypeError(f"unknown overrides {sorted(bad)}; known: {sorted(known)}")
+        try:
+            self.device = torch.device(device)
+        except RuntimeError:
+            raise InputError(f"device {device!r} is not a valid torch device") from None
+        if model is None:
+            ckpt = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
+            try:
+                model = load_checkpoint(ckpt, self.device)
+            except CheckpointError as e:
+                raise InputError(str(e)) from None
+            self.checkpoint = str(ckpt)
+        else:
+            model = model.to(self.device).eval()
+            self.checkpoint = None
+        self.model = model
+        self.seed = int(overrides.get("seed", 0))
+        if self.seed < 0:
+            raise InputError(f"seed must be >= 0, got {self.seed}")
+        diffusion = {k: overrides[o] for k, o in (("hypotheses", "hypotheses"), ("sample_steps", "steps"),
+                                                   ("aggregation", "aggregation")) if overrides.get(o) is not None}
+        guidance = {}
+        if overrides.get("guidance") is not None:
+            guidance["enabled"] = bool(overrides["guidance"])
+        if overrides.get("guidance_mode") is not None:
+            guidance["mode"] = overrides["guidance_mode"]
+        try:
+            self.cfg = model.cfg.with_overrides(diffusion=diffusion, guidance=guidance)
+        except (ValueError, TypeError) as e:
+            raise InputError(str(e)) from None
+        try:
+            self.backend_name = backend
+            self.backend = make_backend(backend, model, str(self.device))
+        except BackendUnavailable as e:
+            raise InputError(str(e)) from None
+        self.lifter = Lifter(model, self.backend, self.cfg)
+
+    @classmethod
+    def from_parts(cls, lifter, backend_name: str = "torch", seed: int = 0, checkpoint=None) -> "StarPoseLifter":
+        """Wrap an existing :class:`engine.pipeline.Lifter` (the CLI builds its own)."""
+        self = cls.__new__(cls)
+        self.model, self.cfg, self.backend, self.lifter = lifter.model, lifter.cfg, lifter.backend, lifter
+        self.device, self.backend_name, self.seed, self.checkpoint = lifter.device, backend_name, seed, checkpoint
+        return self
+
+    @property
+    def joint_names(self) -> tuple[str, ...]:
+        return self.model.skeleton.joint_names
+
+    def lift(self, keypoints, image_size=None, intrinsics=None, fps: float | None = None, format: str = "h36m",
+             conf_threshold: float | None = None, normalized: bool = False, estimate_focal: bool = True,
+             seed: int | None = None, progress=None) -> dict:
+        """Lift one clip.
+
+        Args:
+            keypoints: (T, J, 2|3) in the layout ``format`` (pixels; or [0, 1] image fractions with
+                ``normalized=True``); NaN x and y mark a missing joint.
+            image_size: (W, H) pixels; optional when ``intrinsics`` are given (W = 2 cx, H = 2 cy).
+            intrinsics: :class:`engine.camera.Intrinsics` or (fx, fy, cx, cy) pixels.
+            fps: the keypoints' frame rate (default: the model's, no resampling).
+            format: one of :data:`engine.formats.FORMATS`.
+            conf_threshold: joints with a lower confidence count as missing.
+        Returns:
+            dict of numpy arrays: ``poses_3d`` (T, 17, 3) mm root-relative camera frame,
+            ``poses_3d_std`` (T, 17) mm, ``root_trajectory`` (T, 3) mm camera frame,
+            ``keypoints_2d`` (T, 17, 3) the H36M pixels + confidence that were lifted (filled),
+            ``joint_names``; and ``meta`` (a dict).
+        """
+        if format not in FORMATS:
+            raise InputError(f"unknown keypoint format {format!r}; choose from {', '.join(FORMATS)}")
+        if normalized and image_size is None:
+            raise InputError("normalised keypoints need the image size")
+        intr, given = resolve_intrinsics(image_size, intrinsics)
+        kp, filled = prepare_keypoints(keypoints, format, conf_threshold,
+                                       _size(image_size) if normalized else None)
+        out = lift_keypoints(self.lifter, kp, intr, given, fps, self.seed if seed is None else seed,
+                             progress, estimate_focal)
+        meta = self.describe()
+        meta.update(out["meta"])
+        meta.update({"format": format, "conf_threshold": conf_threshold, "filled_joints": int(filled.sum())})
+        return {
+            "poses_3d": (out["poses_m"] * 1000.0).astype(np.float32),
+            "poses_3d_std": (out["spread_m"] * 1000.0).astype(np.float32),
+            "root_trajectory": (out["root_m"] * 1000.0).astype(np.float32),
+            "keypoints_2d": kp.astype(np.float32),
+            "joint_names": np.array(self.joint_names),
+            "meta": meta,
+        }
+
+    def describe(self) -> dict:
+        """Model and sampler settings, as recorded in an output's meta."""
+        return {"preset": self.model.cfg.name, "checkpoint": self.checkpoint, "backend": self.backend_name,
+                "device": str(self.device), "hypotheses": self.cfg.diffusion.hypotheses,
+                "steps": self.cfg.diffusion.sample_steps, "aggregation": self.cfg.diffusion.aggregation,
+                "guidance": self.cfg.guidance.enabled, "guidance_mode": self.cfg.guidance.mode, "units": "mm",
+                "frame": "camera (x right, y down, z forward), root-relative (pelvis = 0)"}
+
+    def stream(self, image_size=None, intrinsics=None, mode: str = "exact", seed: int | None = None):
+        """A :class:`engine.pipeline.StreamingLifter`: ``push((17, 2|3) pixels)`` -> (n, 17, 3) metres.
+
+        Frames must already be H36M-17 at the model's frame rate (see :func:`prepare_keypoints`
+        for the conversion of other layouts); ``mode`` 'exact' (offline result, latency up to the
+        context window) or 'causal'.
+        """
+        from .pipeline import StreamingLifter
+        intr, _ = resolve_intrinsics(image_size, intrinsics)
+        try:
+            return StreamingLifter(self.lifter, intr, seed=self.seed if seed is None else seed, mode=mode)
+        except ValueError as e:
+            raise InputError(str(e)) from None

@@ -1,0 +1,89 @@
+"""Several inputs in one command: folders, globs, lists; one file after another.
+
+``--input`` takes one or more of:
+
+- a file (.npy, .npz, .json) or an OpenPose JSON folder: one clip;
+- a folder of clips: every .npy, .npz and .json file in it and every OpenPose sub-folder (not
+  recursive), in natural name order;
+- a glob pattern, quoted so that the shell leaves it alone (``--input 'clips/*.npz'``).
+
+Outputs of earlier runs (names ending in ``_3d.npz``, ``_3d.json``, ``_3d.csv``, ``_3d.bvh``) and
+hidden files are skipped, so running the same command twice does not lift its own outputs.
+Clips are processed one after another; each output is written atomically when its clip is done,
+so after Ctrl-C the finished outputs are complete and the clip in progress left no file.
+
+Memory for long clips (what the pipeline does): :class:`engine.pipeline.Lifter` keeps the whole
+clip's 2D input and its outputs (about 0.7 KB per frame for 17 joints) and one context window at
+a time, so memory grows linearly but slowly with length (an hour at 50 Hz is ~130 MB), and
+:class:`engine.pipeline.StreamingLifter` keeps every pushed frame (``self.kp``), which grows
+without bound on an endless live stream. The JSON/CSV/BVH writers stream frame by frame.
+"""
+from __future__ import annotations
+
+import glob as _glob
+from pathlib import Path
+
+from .io import InputError
+from .readers import _natural_key, is_openpose_folder
+
+CLIP_SUFFIXES = (".npy", ".npz", ".json")
+OUTPUT_ENDINGS = ("_3d.npz", "_3d.json", "_3d.csv", "_3d.bvh")
+
+
+def _is_clip(p: Path) -> bool:
+    name = p.name
+    if name.startswith(".") or name.endswith(OUTPUT_ENDINGS):
+        return False
+    if p.is_file():
+        return p.suffix.lower() in CLIP_SUFFIXES
+    return p.is_dir() and is_openpose_folder(p)
+
+
+def expand_inputs(items: list[str | Path]) -> tuple[list[Path], bool]:
+    """Inputs -> (clips, batch?). ``batch`` is False only for a single file or OpenPose folder."""
+    clips: list[Path] = []
+    batch = len(items) > 1
+    for item in items:
+        p = Path(item)
+        if p.is_dir() and not is_openpose_folder(p):
+            found = sorted((c for c in p.iterdir() if _is_clip(c)), key=lambda c: _natural_key(c.name))
+            if not found:
+                raise InputError(f"{p}: no inputs in this folder (.npy, .npz, .json or OpenPose folders)")
+            clips.extend(found)
+            batch = True
+        elif not p.exists() and any(ch in str(item) for ch in "*?["):
+            found = sorted((Path(m) for m in _glob.glob(str(item)) if _is_clip(Path(m))),
+                           key=lambda c: _natural_key(str(c)))
+            if not found:
+                raise InputError(f"no inputs match {item}")
+            clips.extend(found)
+            batch = True
+        else:
+            clips.append(p)
+    seen, unique = set(), []
+    for c in clips:
+        key = c.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(c)
+    return unique, batch
+
+
+def default_output(clip: Path, person: int | None = None) -> Path:
+    """<stem>_3d.npz (or <stem>_p<ID>_3d.npz) beside the input; an OpenPose folder's stem is its name."""
+    stem = clip.name if clip.is_dir() else clip.stem
+    tag = f"_p{person}" if person is not None else ""
+    return clip.with_name(f"{stem}{tag}_3d.npz")
+
+
+def output_path(clip: Path, person: int | None, output: Path | None, batch: bool) -> Path:
+    """Where one result goes, given ``--output`` (a file for one result, a folder for several)."""
+    if output is None:
+        return default_output(clip, person)
+    if batch or output.is_dir():
+        if output.exists() and not output.is_dir():
+            raise InputError(f"--output {output}: with several inputs --output must be a folder")
+        return output / default_output(clip, person).name
+    if person is not None:
+        return output.with_name(f"{output.stem}_p{person}{output.suffix}")
+    return output

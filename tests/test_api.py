@@ -1,0 +1,179 @@
+"""Python API (engine.api.StarPoseLifter), frame-rate handling, missing joints end to end, focal
+length estimation and root trajectory (engine.intrinsics)."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engine.api import StarPoseLifter, prepare_keypoints  # noqa: E402
+from engine.camera import Intrinsics  # noqa: E402
+from engine.checkpoint import save_checkpoint  # noqa: E402
+from engine.config import StarPoseConfig  # noqa: E402
+from engine.intrinsics import estimate_focal, root_trajectory  # noqa: E402
+from engine.io import InputError  # noqa: E402
+from engine.model import StarPose  # noqa: E402
+from engine.pipeline import StreamingLifter  # noqa: E402
+from engine.run import main  # noqa: E402
+from examples.make_example import walker  # noqa: E402
+
+W = H = 1000
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    torch.manual_seed(0)
+    return save_checkpoint(StarPose(StarPoseConfig.from_name("tiny")), tmp_path_factory.mktemp("ck") / "tiny.safetensors")
+
+
+@pytest.fixture(scope="module")
+def lifter(ckpt):
+    return StarPoseLifter(ckpt)
+
+
+def _scene(frames=30, f=800.0):
+    """Walker in camera axes (metres) and its exact projection with focal f."""
+    w = walker(frames)
+    cam = np.stack([w[..., 0], -w[..., 1] + 1.0, -w[..., 2] + 5.5], -1)
+    kp = cam[..., :2] / cam[..., 2:3] * f + np.array([W / 2, H / 2])
+    return cam, kp
+
+
+def test_lift_shapes_units_and_meta(lifter):
+    _, kp = _scene(12)
+    out = lifter.lift(kp, image_size=(W, H))
+    assert out["poses_3d"].shape == (12, 17, 3) and out["poses_3d"].dtype == np.float32
+    assert out["poses_3d_std"].shape == (12, 17) and out["root_trajectory"].shape == (12, 3)
+    assert np.isfinite(out["poses_3d"]).all() and np.isfinite(out["root_trajectory"]).all()
+    np.testing.assert_allclose(out["poses_3d"][:, 0], 0, atol=1e-3)                # root-relative
+    m = out["meta"]
+    assert m["intrinsics_source"] in ("estimated", "default") and m["preset"] == "tiny"
+    assert m["focal_estimate"]["default_px"] == pytest.approx(1145.0)
+    assert list(out["joint_names"])[:2] == ["pelvis", "r_hip"]
+
+
+def test_given_intrinsics_and_overrides(ckpt):
+    lf = StarPoseLifter(ckpt, hypotheses=2, steps=2, guidance=False, seed=3)
+    _, kp = _scene(6)
+    out = lf.lift(kp, intrinsics=(800, 800, 500, 500))
+    m = out["meta"]
+    assert m["intrinsics_source"] == "given" and m["image_size"] == [1000, 1000]
+    assert m["hypotheses"] == 2 and m["steps"] == 2 and m["guidance"] is False
+    assert m["trajectory_intrinsics_px"] == [800.0, 800.0, 500.0, 500.0]
+    with pytest.raises(TypeError):
+        StarPoseLifter(ckpt, hypothesis=3)
+    with pytest.raises(InputError, match="sample_steps"):
+        StarPoseLifter(ckpt, steps=500)
+    with pytest.raises(InputError, match="image-size"):
+        lf.lift(kp)
+
+
+def test_fps_resamples_to_the_model_rate_and_back(lifter):
+    _, kp = _scene(10)
+    out = lifter.lift(kp, image_size=(W, H), fps=25)
+    m = out["meta"]
+    assert out["poses_3d"].shape == (10, 17, 3) and m["resampled"] and m["frames_lifted"] == 19
+    same = lifter.lift(kp, image_size=(W, H), fps=50)
+    assert not same["meta"]["resampled"] and same["meta"]["frames_lifted"] == 10
+    with pytest.raises(InputError, match="--fps"):
+        lifter.lift(kp, image_size=(W, H), fps=0)
+
+
+def test_format_and_missing_joints(lifter):
+    rng = np.random.default_rng(0)
+    coco = rng.uniform(300, 700, size=(8, 17, 3))
+    coco[..., 2] = 0.9
+    coco[3, 9, :2] = np.nan                                  # left wrist missing
+    coco[5, 10, 2] = 0.05                                    # right wrist unsure
+    out = lifter.lift(coco, image_size=(W, H), format="coco", conf_threshold=0.3)
+    kp = out["keypoints_2d"]
+    assert np.isfinite(kp).all() and kp[3, 13, 2] == 0 and kp[5, 16, 2] == 0 and kp[4, 13, 2] > 0
+    np.testing.assert_allclose(kp[3, 13, :2], (coco[2, 9, :2] + coco[4, 9, :2]) / 2, rtol=1e-5)
+    assert out["meta"]["filled_joints"] == 2 and np.isfinite(out["poses_3d"]).all()
+    with pytest.raises(InputError, match="unknown keypoint format"):
+        lifter.lift(coco, image_size=(W, H), format="body99")
+
+
+def test_normalized_coordinates(lifter):
+    _, kp = _scene(5)
+    a = lifter.lift(kp, image_size=(W, H), estimate_focal=False)
+    b = lifter.lift(kp / np.array([W, H]), image_size=(W, H), normalized=True, estimate_focal=False)
+    np.testing.assert_allclose(a["poses_3d"], b["poses_3d"], atol=2e-2)           # float32 rounding only
+
+
+def test_stream_is_the_pipeline_streaming_lifter_and_matches_offline(lifter):
+    _, kp = _scene(12)
+    stream = lifter.stream(image_size=(W, H))
+    assert isinstance(stream, StreamingLifter)
+    got = [stream.push(k) for k in kp] + [stream.flush()]
+    got = np.concatenate([g for g in got if len(g)])
+    offline = lifter.lift(kp, image_size=(W, H), estimate_focal=False)
+    np.testing.assert_allclose(got * 1000, offline["poses_3d"], atol=1e-2)
+
+
+def test_prepare_rejects_bad_threshold():
+    with pytest.raises(InputError, match="conf-threshold"):
+        prepare_keypoints(np.zeros((2, 17, 2)), conf_threshold=2.0)
+
+
+# -- intrinsics ------------------------------------------------------------------------------------
+def test_estimate_focal_recovers_exact_geometry():
+    cam, kp = _scene(40, f=800.0)
+    rel = cam - cam[:, :1]
+    est = estimate_focal(rel, kp, W, H)
+    assert est.used_estimate and est.focal_px == pytest.approx(800.0, rel=1e-3)
+    assert est.error_px < 1e-3 < est.error_default_px
+    root = root_trajectory(rel, kp, Intrinsics(800, 800, W / 2, H / 2, W, H))
+    np.testing.assert_allclose(root, cam[:, 0], atol=1e-6)
+
+
+def test_estimate_focal_keeps_default_when_inconclusive():
+    cam, kp = _scene(20, f=1145.0)
+    rel = cam - cam[:, :1]
+    est = estimate_focal(rel, kp, W, H)
+    assert est.focal_px == pytest.approx(1145.0, rel=1e-2)
+
+
+def test_root_trajectory_ignores_filled_joints():
+    cam, kp = _scene(5, f=800.0)
+    rel = cam - cam[:, :1]
+    bad = kp.copy()
+    bad[:, 13] += 200                                       # a wrong wrist, flagged with confidence 0
+    conf = np.ones(kp.shape[:2])
+    conf[:, 13] = 0
+    intr = Intrinsics(800, 800, W / 2, H / 2, W, H)
+    err = np.abs(root_trajectory(rel, bad, intr, conf) - cam[:, 0]).max()
+    err_unweighted = np.abs(root_trajectory(rel, bad, intr) - cam[:, 0]).max()
+    assert err < 0.01 and err_unweighted > 10 * err          # token weight 1e-3 of a filled joint
+
+
+# -- CLI = API -------------------------------------------------------------------------------------
+def test_cli_matches_api_and_handles_nan(tmp_path, ckpt, lifter):
+    _, kp = _scene(9)
+    kp = kp.astype(np.float32)
+    kp[4, 6] = np.nan
+    np.save(tmp_path / "k.npy", kp)
+    assert main(["--input", str(tmp_path / "k.npy"), "--image-size", "1000", "1000", "--checkpoint", str(ckpt),
+                 "--quiet"]) == 0
+    with np.load(tmp_path / "k_3d.npz") as z:
+        cli = {k: z[k] for k in z.files}
+    api = lifter.lift(kp, image_size=(W, H))
+    np.testing.assert_allclose(cli["poses_3d"], api["poses_3d"], atol=1e-4)
+    np.testing.assert_allclose(cli["root_trajectory"], api["root_trajectory"], atol=1e-2)
+    meta = json.loads(str(cli["meta"]))
+    assert meta["filled_joints"] == 1 and cli["keypoints_2d"][4, 6, 2] == 0
+    assert meta["intrinsics_source"] == api["meta"]["intrinsics_source"]
