@@ -20,6 +20,9 @@ import torch
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 MIN_DOT_DIM = 16   # NVIDIA tl.dot: M, N, K >= 16 (K >= 32 for 8-bit types, unused here)
+# fp32 tl.dot: three TF32 tensor-core products (~fp32 accuracy). "ieee" would run on the FMA
+# units and, for 64 x 128 tiles, makes ptxas take minutes; "tf32" alone loses ~3 digits.
+FP32_DOT_PRECISION = "tf32x3"
 
 
 def next_pow2(n: int) -> int:
