@@ -16,6 +16,9 @@ from .pipeline import TorchBackend
 # name -> "module:factory"; factory(model, device) -> backend
 BACKENDS: dict[str, str] = {
     "torch": "engine.pipeline:TorchBackend",
+    "triton": "kernels.backend:TritonBackend",
+    "onnx": "export.ort_backend:OrtBackend",
+    "cpp": "engine.cpp_backend:CppBackend",
 }
 
 

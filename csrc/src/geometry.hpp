@@ -1,0 +1,42 @@
+// Camera geometry and the closed-form STPG gradient (engine/camera.py, engine/guidance.py),
+// per pose, in double precision internally (float32 in and out).
+#pragma once
+
+#include <vector>
+
+#include "spec.hpp"
+
+namespace starpose {
+
+// engine.camera.solve_root_translation: root translation T (3,) of root-relative points rel
+// (J, 3) seen at kp (J, 2) under intr [fx, fy, cx, cy], weights w (J,), by the 3x3 normal
+// equations solved with the adjugate (eps added to the diagonal).
+void solve_root_translation(const float* rel, const float* kp, const float* intr, const float* w, int joints,
+                            double eps, double out[3]);
+
+// engine.guidance.stpg_grad for the hypotheses of one video at one frame.
+class StpgGrad {
+ public:
+  StpgGrad(const SkeletonSpec& skeleton, const GuidanceConstants& constants, int history);
+
+  // The video's history window: hist3d (L, J, 3), mask (L,). Call once per frame, before grad().
+  void set_history(const float* hist3d, const float* mask);
+
+  // dE/dh for h (N, J, 3) metres -> out (N, J, 3); kp (J, 2), conf (J,), intr (4,).
+  void grad(const float* h, int hypotheses, const float* kp, const float* conf, const float* intr,
+            const GuidanceSettings& g, float* out);
+
+ private:
+  const SkeletonSpec& sk_;
+  GuidanceConstants c_;
+  int L_, Q_;
+  std::vector<double> win_;      // (L, Q) bone lengths of the history frames
+  std::vector<double> mask_;     // (L,)
+  std::vector<double> prev_;     // (J, 3) frame t - 1
+  std::vector<double> win_msum_; // (Q,) sum_l m_l win_lq
+  double cnt_ = 1.0, prev_ok_ = 0.0;
+  std::vector<double> vec_, len_, glen_;  // (Q, 3), (Q,), (Q,)
+  std::vector<double> acc_;      // (J, 3)
+};
+
+}  // namespace starpose
