@@ -36,15 +36,6 @@ TINY = StarPoseConfig.from_name("tiny")
 IMAGE_W, IMAGE_H = 1000, 800
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread_module():
-    """Module-wide single-threading for every test module that imports this fixture."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 # ----------------------------------------------------------------------------------------------
 # poses
 

@@ -11,7 +11,7 @@ import torch
 from torch.testing import assert_close
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from helpers import J, _single_thread_module, reference_pose  # noqa: E402,F401
+from helpers import J, reference_pose  # noqa: E402,F401
 
 from engine.camera import (Intrinsics, denormalize_screen, normalize_screen, project,  # noqa: E402
                            solve3x3, solve_root_translation)

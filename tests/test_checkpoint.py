@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from helpers import (TINY, _single_thread_module, default_intrinsics, make_model,  # noqa: E402,F401
+from helpers import (TINY, default_intrinsics, make_model,  # noqa: E402,F401
                      video_keypoints, write_checkpoint)
 
 from engine.checkpoint import (FORMAT, CheckpointError, load_checkpoint, read_metadata,  # noqa: E402

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from helpers import (REPO, _single_thread_module, subprocess_env, tiny_checkpoint,  # noqa: E402,F401
+from helpers import (REPO, subprocess_env, tiny_checkpoint,  # noqa: E402,F401
                      video_keypoints)
 
 import engine.checkpoint as checkpoint_mod  # noqa: E402

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from helpers import _single_thread_module  # noqa: E402,F401
 
 from engine.config import (PRESETS, ContextConfig, DenoiserConfig, DiffusionConfig,  # noqa: E402
                            GuidanceConfig, HPIMConfig, StarPoseConfig)

@@ -35,14 +35,6 @@ GOLDEN = Path(__file__).resolve().parent / "golden" / "golden_tiny.npz"
 BATCH_TOL = 1e-5
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def golden():
     return load_golden(GOLDEN)

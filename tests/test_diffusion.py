@@ -12,7 +12,7 @@ import torch
 from torch.testing import assert_close
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from helpers import J, LinearEps, _single_thread_module, make_gin, make_model  # noqa: E402,F401
+from helpers import J, LinearEps, make_gin, make_model  # noqa: E402,F401
 
 from engine.config import DiffusionConfig, GuidanceConfig  # noqa: E402
 from engine.diffusion import alphas_bar, ddim_next, ddim_timesteps, predict_x0, q_sample  # noqa: E402

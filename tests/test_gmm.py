@@ -12,7 +12,7 @@ import torch
 from torch.testing import assert_close
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from helpers import TINY, _single_thread_module, make_gmm, make_model  # noqa: E402,F401
+from helpers import TINY, make_gmm, make_model  # noqa: E402,F401
 
 from engine.gmm import GMMParams, fit_gmm  # noqa: E402
 

@@ -20,7 +20,7 @@ import torch
 from torch.testing import assert_close
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from helpers import (J, TINY, LinearEps, _single_thread_module, make_gin, make_model,  # noqa: E402,F401
+from helpers import (J, TINY, LinearEps, make_gin, make_model,  # noqa: E402,F401
                      noisy_hypotheses, reference_pose)
 
 import engine.guidance as guidance_mod  # noqa: E402

@@ -11,9 +11,8 @@ import warnings
 
 import pytest
 import torch
-from helpers import (  # noqa: F401  (_single_thread_module: module-wide fixture)
+from helpers import (  # noqa: F401
     J,
-    _single_thread_module,
     default_intrinsics,
     make_gin,
     make_model,

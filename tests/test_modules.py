@@ -10,7 +10,7 @@ import torch
 from torch.testing import assert_close
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from helpers import TINY, _single_thread_module, make_model  # noqa: E402,F401
+from helpers import TINY, make_model  # noqa: E402,F401
 
 from engine.config import StarPoseConfig  # noqa: E402
 from engine.guidance import SkeletonTerms  # noqa: E402

@@ -60,14 +60,6 @@ def assert_frames_close(got: np.ndarray, want: np.ndarray, what: str) -> None:
                            f"(allowed {allowed}; worst {per_frame[worst]:.2e} m at frame {worst})"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def golden():
     return load_golden(GOLDEN)

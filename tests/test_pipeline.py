@@ -10,7 +10,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from helpers import (J, TINY, _single_thread_module, default_intrinsics, make_model,  # noqa: E402,F401
+from helpers import (J, TINY, default_intrinsics, make_model,  # noqa: E402,F401
                      video_keypoints)
 
 from engine.camera import Intrinsics, normalize_screen  # noqa: E402

@@ -36,11 +36,8 @@ CKPT = save_checkpoint(StarPose(StarPoseConfig.from_name("tiny")), _DIR / "tiny.
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _cleanup():
     yield
-    torch.set_num_threads(old)
     shutil.rmtree(_DIR, ignore_errors=True)
 
 

@@ -130,27 +130,22 @@ def ckpt(tmp_path_factory):
 
 
 def test_cli_export_all(tmp_path, ckpt):
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        kp = np.load(Path(__file__).resolve().parents[1] / "examples" / "walk_2d.npz")["keypoints"][:6]
-        np.save(tmp_path / "w.npy", kp)
-        rc = main(["--input", str(tmp_path / "w.npy"), "--image-size", "1000", "1000", "--checkpoint", str(ckpt),
-                   "--quiet", "--export", "json,csv,bvh", "--fps", "25"])
-        assert rc == 0
-        with np.load(tmp_path / "w_3d.npz") as z:
-            poses, root = z["poses_3d"], z["root_trajectory"]
-        doc = json.loads((tmp_path / "w_3d.json").read_text())
-        assert len(doc["frames"]) == 6 and doc["fps"] == 25.0
-        np.testing.assert_allclose(doc["frames"][5]["joints"]["l_wrist"], poses[5, 13], atol=0.01)
-        rows = list(csv.reader(open(tmp_path / "w_3d.csv")))
-        assert len(rows) == 7 and "root_z" in rows[0]
-        text = (tmp_path / "w_3d.bvh").read_text()
-        names, _, _, _, ft, data = read_bvh(text)
-        assert data.shape[0] == 6 and ft == pytest.approx(0.04)
-        np.testing.assert_allclose(data[:, :3] * 10, root @ CAM_TO_YUP.T, atol=0.01)
-        assert main(["--input", str(tmp_path / "w.npy"), "--image-size", "1000", "1000", "--checkpoint",
-                     str(ckpt), "--export", "json,fbx", "--output", str(tmp_path / "x.npz")]) == 2
-        assert not (tmp_path / "x.npz").exists() and not (tmp_path / "x.json").exists()
-    finally:
-        torch.set_num_threads(old)
+    kp = np.load(Path(__file__).resolve().parents[1] / "examples" / "walk_2d.npz")["keypoints"][:6]
+    np.save(tmp_path / "w.npy", kp)
+    rc = main(["--input", str(tmp_path / "w.npy"), "--image-size", "1000", "1000", "--checkpoint", str(ckpt),
+               "--quiet", "--export", "json,csv,bvh", "--fps", "25"])
+    assert rc == 0
+    with np.load(tmp_path / "w_3d.npz") as z:
+        poses, root = z["poses_3d"], z["root_trajectory"]
+    doc = json.loads((tmp_path / "w_3d.json").read_text())
+    assert len(doc["frames"]) == 6 and doc["fps"] == 25.0
+    np.testing.assert_allclose(doc["frames"][5]["joints"]["l_wrist"], poses[5, 13], atol=0.01)
+    rows = list(csv.reader(open(tmp_path / "w_3d.csv")))
+    assert len(rows) == 7 and "root_z" in rows[0]
+    text = (tmp_path / "w_3d.bvh").read_text()
+    names, _, _, _, ft, data = read_bvh(text)
+    assert data.shape[0] == 6 and ft == pytest.approx(0.04)
+    np.testing.assert_allclose(data[:, :3] * 10, root @ CAM_TO_YUP.T, atol=0.01)
+    assert main(["--input", str(tmp_path / "w.npy"), "--image-size", "1000", "1000", "--checkpoint",
+                 str(ckpt), "--export", "json,fbx", "--output", str(tmp_path / "x.npz")]) == 2
+    assert not (tmp_path / "x.npz").exists() and not (tmp_path / "x.json").exists()
