@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     by_n = [(n, *run_point(model, videos, gts, n, base_s)) for n in map(int, args.hypotheses.split(","))]
     by_s = [(s, *run_point(model, videos, gts, base_n, s)) for s in map(int, args.steps.split(","))]
 
-    print(f"| N | steps | MPJPE (mm) | frames/s |\n|---|---|---|---|")
+    print("| N | steps | MPJPE (mm) | frames/s |\n|---|---|---|---|")
     for n, e, f in by_n:
         print(f"| {n} | {base_s} | {e:.1f} | {f:.1f} |")
     for s, e, f in by_s:

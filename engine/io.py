@@ -105,24 +105,32 @@ def check_keypoints(arr: np.ndarray, num_joints: int, where: str = "keypoints", 
     return arr
 
 
-def write_npz_atomic(path: str | Path, **arrays) -> Path:
-    """np.savez_compressed to a temporary file in the same folder, then rename."""
+def write_atomic(path: str | Path, write, binary: bool = True) -> Path:
+    """Call ``write(f)`` on a temporary file in the target's folder, then rename it into place.
+
+    Nothing is left behind on failure or interruption. ``binary`` False opens the file as UTF-8
+    text (newline translation off, for CSV).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz.tmp", dir=path.parent)
-    os.close(fd)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix + ".tmp", dir=path.parent)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)       # mkstemp creates 0600; give the usual permissions
     try:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
+        with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="")) as f:
+            write(f)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
     return path
+
+
+def write_npz_atomic(path: str | Path, **arrays) -> Path:
+    """np.savez_compressed, written atomically (see :func:`write_atomic`)."""
+    return write_atomic(path, lambda f: np.savez_compressed(f, **arrays))
 
 
 def result_arrays(poses_m: np.ndarray, spread_m: np.ndarray, joint_names: tuple[str, ...], meta: dict) -> dict:

@@ -26,38 +26,19 @@ from __future__ import annotations
 
 import io as _io
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from .io import write_atomic
 from .skeleton import H36M17, Skeleton
 
 CAM_TO_YUP = np.diag([1.0, -1.0, -1.0])
 
 
 def write_text_atomic(path: str | Path, text) -> Path:
-    """Write ``text`` (a str, or a callable that writes into the open text file) atomically:
-    a temporary file in the same folder, then rename; nothing is left behind on failure."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix + ".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            if callable(text):
-                text(f)
-            else:
-                f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    """Write ``text`` (a str, or a callable that writes into the open text file) atomically."""
+    return write_atomic(path, text if callable(text) else (lambda f: f.write(text)), binary=False)
 
 
 def _r(x, nd=2):
