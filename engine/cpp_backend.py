@@ -106,9 +106,7 @@ class CppBackend:
         self.model = model.eval()
         self.device = torch.device(device)
         if export_dir is None:
-            import copy
-            cpu_model = model if next(model.parameters()).device.type == "cpu" else copy.deepcopy(model).cpu()
-            export_dir = export_cached(cpu_model)
+            export_dir = export_cached(model)
         self.export_dir = Path(export_dir)
         try:
             check_export_matches(model, load_spec(self.export_dir), self.export_dir)

@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import inspect
+import copy
 import json
 import logging
 import os
@@ -404,8 +405,10 @@ def export_cached(model: StarPose, cache_dir: str | Path | None = None, opset: i
     """Export once per (weights, config, opset, exporter, versions, sources) into a cache dir.
 
     The directory is written under a temporary name and renamed, so concurrent callers never see
-    a half-written export.
+    a half-written export. A model on another device is exported from a CPU copy.
     """
+    if next(model.parameters()).device.type != "cpu":
+        model = copy.deepcopy(model).cpu()
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     try:
         root.mkdir(parents=True, exist_ok=True)

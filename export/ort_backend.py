@@ -13,7 +13,6 @@ silently when CUDA cannot start).
 """
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import numpy as np
@@ -71,8 +70,7 @@ class OrtBackend:
         self.model = model.eval()
         self.device = torch.device(device)
         if export_dir is None:
-            cpu_model = model if next(model.parameters()).device.type == "cpu" else copy.deepcopy(model).cpu()
-            export_dir = export_cached(cpu_model)
+            export_dir = export_cached(model)
         self.export_dir = Path(export_dir)
         self.spec = load_spec(self.export_dir)
         check_export_matches(model, self.spec, self.export_dir)
