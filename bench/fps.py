@@ -96,8 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=243)
     ap.add_argument("--videos", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--no-record", action="store_true", help="do not append to bench/results/fps.jsonl")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     base = StarPoseConfig.from_name(args.preset)
     rows, skipped = [], {}
