@@ -42,13 +42,16 @@ def context_loss(pred: torch.Tensor, gt: torch.Tensor, w: torch.Tensor, tc_weigh
 
 def diffusion_loss(eps_hat: torch.Tensor, eps: torch.Tensor, x_k: torch.Tensor, mu: torch.Tensor,
                    alpha: torch.Tensor, init3d: torch.Tensor, scale: float, gin: GuidanceInputs | None,
-                   terms, lambdas: tuple[float, float, float, float]) -> tuple[torch.Tensor, dict[str, float]]:
+                   terms, lambdas: tuple[float, float, float, float],
+                   weight: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """Eq. 17 for a batch of frames.
 
     eps_hat, eps, x_k: (B, J, 3) normalised residual space; mu (J, 3); alpha (B, 1, 1) alpha_bar_k;
-    init3d (B, J, 3) metres; gin: the frames' STPG conditions (None: L_diff only).
+    init3d (B, J, 3) metres; gin: the frames' STPG conditions (None: L_diff only); weight: optional
+    (B,) per-sample weights of the epsilon MSE.
     """
-    l_diff = (eps_hat - eps).square().mean()
+    se = (eps_hat - eps).square()
+    l_diff = se.mean() if weight is None else (weight[:, None, None] * se).mean()
     logs = {"diff": l_diff.item()}
     loss = l_diff
     if gin is not None and any(lam > 0 for lam in lambdas):

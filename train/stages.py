@@ -18,7 +18,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from engine.checkpoint import save_checkpoint
-from engine.diffusion import q_sample
+from engine.diffusion import ddim_next, ddim_timesteps, predict_x0, q_sample
 from engine.gmm import GMMParams, fit_gmm
 from engine.guidance import GuidanceInputs
 from engine.model import StarPose
@@ -186,16 +186,51 @@ class DiffusionTrainable(nn.Module):
         eps = (gmm.sample((B,), gen, dev) - gmm.mean.to(dev)).reshape(B, J, 3)
         gamma = torch.ones(B, 1, 1)
         mix = torch.rand(B, generator=gen) < t.start_mix
-        gamma[mix] = torch.rand(int(mix.sum()), 1, 1, generator=gen)
+        gamma[mix] = torch.rand(int(mix.sum()), 1, 1, generator=gen) ** t.start_gamma_power
         gamma = gamma.to(dev)
         x_k = q_sample(gamma * x0, eps, mu, a)
         target = eps - a.sqrt() * (1 - gamma) * x0 / (1 - a).sqrt()      # explains x_k from the true x0
         cond = m.frame_condition(f2d_t, kp_t, hist2d, hist3d, mask)
+        if t.rollout_mix > 0:
+            # scheduled rollout: a fraction of the samples sit on the DDIM chain the sampler visits at
+            # inference (engine.sampler: x_K from x_0 := 0, then the model's own DDIM updates, no grad),
+            # stopped at a random visited step; target = the noise that explains that state from the true x_0
+            roll = torch.rand(B, generator=gen) < t.rollout_mix
+            if roll.any():
+                ri = roll.nonzero().squeeze(1).to(dev)
+                pairs = ddim_timesteps(K, m.cfg.diffusion.sample_steps)
+                stop = torch.randint(0, len(pairs), (len(ri),), generator=gen).to(dev)
+                s_ = (gmm.sample((len(ri),), gen, dev) - gmm.mean.to(dev)).reshape(-1, J, 3)
+                aK = m.alphas_bar[K].float()
+                xr = mu * (1 - aK.sqrt()) + (1 - aK).sqrt() * s_
+                kr = torch.full((len(ri),), K, device=dev, dtype=torch.long)
+                with torch.no_grad():
+                    cr = cond[ri].detach()
+                    for i, (kk, kn) in enumerate(pairs[:-1]):
+                        go = stop > i
+                        if not go.any():
+                            break
+                        ak, an = float(m.alphas_bar[kk]), float(m.alphas_bar[kn])
+                        e = m.denoiser(init_t[ri] + scale * xr, cr, torch.full_like(kr, kk))
+                        x0r = predict_x0(xr, e, mu, ak)
+                        nxt = ddim_next(x0r, e, mu, an)
+                        xr = torch.where(go[:, None, None], nxt, xr)
+                        kr = torch.where(go, torch.full_like(kr, kn), kr)
+                ar = m.alphas_bar[kr].float()[:, None, None]
+                x_k = x_k.clone(); x_k[ri] = xr
+                k = k.clone(); k[ri] = kr
+                a = a.clone(); a[ri] = ar
+                target = target.clone()
+                target[ri] = (xr - mu - ar.sqrt() * (x0[ri] - mu)) / (1 - ar).sqrt()
+                mix = mix.to(dev) | torch.zeros(B, dtype=torch.bool, device=dev).index_fill(0, ri, True)
         eps_hat = m.denoiser(init_t + scale * x_k, cond, k)
         g = m.cfg.guidance
         lambdas = (g.lambda_p, g.lambda_s, g.lambda_b, g.lambda_d) if t.stpg_train else (0.0, 0.0, 0.0, 0.0)
         gin = GuidanceInputs(kp_t, conf_t, intr_t, hist3d, mask) if t.stpg_train else None
-        loss, logs = diffusion_loss(eps_hat, target, x_k, mu, a, init_t, scale, gin, m.terms, lambdas)
+        # start-mix samples: epsilon MSE weighted by (1 - a) / a, i.e. the MSE of the implied x_0
+        # (their epsilon target grows like sqrt(a / (1 - a)) x_0; unweighted it would swamp Eq. 1's)
+        weight = torch.where(mix.to(dev), ((1 - a) / a).reshape(B), torch.ones(B, device=dev))
+        loss, logs = diffusion_loss(eps_hat, target, x_k, mu, a, init_t, scale, gin, m.terms, lambdas, weight)
         with torch.no_grad():
             x0_hat = mu + (x_k - mu - (1 - a).sqrt() * eps_hat) / a.sqrt()
             logs["x0_mm"] = 1000 * scale * torch.linalg.vector_norm(x0_hat - x0, dim=-1).mean().item()
