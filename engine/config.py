@@ -77,9 +77,12 @@ class DiffusionConfig:
     hypotheses: int = 5        # N
     gmm_components: int = 5    # M
     aggregation: str = "mean"  # mean | reproj
+    noise: str = "frame"       # frame: fresh h_K draws every frame | video: one draw per video, reused
 
     def __post_init__(self) -> None:
         _positive(self, "train_steps", "sample_steps", "hypotheses", "gmm_components")
+        if self.noise not in ("frame", "video"):
+            raise ValueError(f"noise must be 'frame' or 'video', got {self.noise!r}")
         if self.sample_steps > self.train_steps:
             raise ValueError(f"sample_steps {self.sample_steps} > train_steps {self.train_steps}")
         if not 0 < self.beta_start <= self.beta_end < 1:

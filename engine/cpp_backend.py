@@ -125,7 +125,7 @@ class CppBackend:
         g = cfg.guidance
         return {"hypotheses": cfg.diffusion.hypotheses,
                 "ddim_pairs": ddim_timesteps(self.model.cfg.diffusion.train_steps, cfg.diffusion.sample_steps),
-                "aggregation": cfg.diffusion.aggregation,
+                "aggregation": cfg.diffusion.aggregation, "noise": cfg.diffusion.noise,
                 "guidance": {"enabled": g.enabled, "lambda_p": g.lambda_p, "lambda_s": g.lambda_s,
                              "lambda_b": g.lambda_b, "lambda_d": g.lambda_d, "rho": g.rho, "max_step": g.max_step}}
 

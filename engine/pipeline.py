@@ -14,8 +14,13 @@ windows, so its output equals offline lifting, at a latency of up to F frames (F
 in ``causal`` mode each new frame is lifted at once from the window of the last F frames (no
 latency, one context pass per frame, results differ from offline).
 
-Randomness: each video draws its GMM noise from its own generator seeded with ``seed``, frame by
-frame, so a video's result does not depend on which other videos share its batch.
+Randomness: each video draws its GMM noise from its own generator seeded with ``seed``, so a
+video's result does not depend on which other videos share its batch. ``diffusion.noise`` says
+when: ``frame`` draws N fresh samples of H_K every frame (the literal reading of the paper);
+``video`` draws them once per video and starts every frame's reverse process from the same draw.
+Each frame's h_K is still a sample of H_K, but the residual noise the few DDIM steps leave behind
+no longer changes from frame to frame, which removes frame-to-frame jitter (our choice for the
+shipped model, selected on training subjects: see the README).
 """
 from __future__ import annotations
 
@@ -105,6 +110,7 @@ class _History:
         self.hist3d = torch.zeros(batch, history, joints, 3, device=device)
         self.mask = torch.zeros(batch, history, device=device)
         self.gens = [torch.Generator().manual_seed(seed) for _ in range(batch)]
+        self.noise: list[torch.Tensor | None] = [None] * batch   # per-video draw, noise='video'
 
     def push(self, n: int, kp2d: torch.Tensor, pose: torch.Tensor) -> None:
         """Append one frame to the first n rows."""
@@ -133,7 +139,7 @@ class Lifter:
         d = self.cfg.diffusion
         cond = self.backend.condition(f2d, kp2d, state.hist2d[:n], state.hist3d[:n], state.mask[:n])
         if samples is None:
-            samples = torch.stack([self.model.gmm.sample((d.hypotheses,), g) for g in state.gens[:n]])
+            samples = torch.stack([self._draw(state, b) for b in range(n)])
         x_k = initial_noise(self.model, samples.to(self.device))
         gin = GuidanceInputs(kp2d, conf, intr, state.hist3d[:n], state.mask[:n])
         hyps = self.backend.sample(cond, init3d, x_k, d.sample_steps, self.cfg.guidance, gin)
@@ -141,6 +147,15 @@ class Lifter:
         spread = ((hyps - pose[:, None]) ** 2).sum(-1).mean(1).sqrt()
         state.push(n, kp2d, pose)
         return pose, spread
+
+    def _draw(self, state: _History, b: int) -> torch.Tensor:
+        """GMM samples (N, 3J) for row b: fresh each frame, or the video's first draw reused."""
+        d = self.cfg.diffusion
+        if d.noise == "video" and state.noise[b] is not None:
+            return state.noise[b]
+        s = self.model.gmm.sample((d.hypotheses,), state.gens[b])
+        state.noise[b] = s
+        return s
 
     def lift(self, videos: list[VideoInput], seed: int = 0, progress=None,
              noise: list[torch.Tensor] | None = None) -> list[LiftResult]:

@@ -254,6 +254,7 @@ def runner_spec(model: StarPose, opset: int = DEFAULT_OPSET, exporter: str = "dy
                      "lambda_d": cfg.guidance.lambda_d, "rho": cfg.guidance.rho,
                      "max_step": cfg.guidance.max_step, "mode": cfg.guidance.mode},
         "aggregation": cfg.diffusion.aggregation,
+        "noise": cfg.diffusion.noise,
         "skeleton": {"name": sk.name, "bones": bones,
                      "symmetric_pairs": [[bone_index[left], bone_index[right]]
                                          for left, right in sk.symmetric_bone_pairs],

@@ -214,3 +214,18 @@ def test_cpp_backend_registry_and_settings(golden, backend):
     assert be.runner.joints == 17 and be.runner.preset == "tiny"
     d = be.runner.defaults
     assert d["hypotheses"] == 3 and d["ddim_pairs"] == [(50, 40), (40, 30), (30, 20), (20, 10), (10, 0)]
+
+
+def test_cpp_video_noise_reuses_the_first_draw(golden, backend):
+    """noise='video' in C++: deterministic; frame 0 equals the per-frame mode (the same first draw),
+    later frames differ (the draw is reused instead of renewed); a bad mode is a ValueError."""
+    cfg = golden.model.cfg.with_overrides(diffusion={"noise": "video"})
+    frame = backend.lift(golden.videos, seed=2)
+    video = backend.lift(golden.videos, seed=2, cfg=cfg)
+    again = backend.lift(golden.videos, seed=2, cfg=cfg)
+    for f, v, a in zip(frame, video, again):
+        np.testing.assert_array_equal(v.poses, a.poses)
+        np.testing.assert_array_equal(v.poses[:1], f.poses[:1])
+    assert _max_diff(video[0].poses, frame[0].poses) > 1e-4
+    with pytest.raises(ValueError, match="noise must be 'frame' or 'video'"):
+        backend.runner.lift(_arrays(golden.videos[:1]), settings={"noise": "sometimes"})

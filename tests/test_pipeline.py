@@ -230,3 +230,29 @@ def test_streaming_rejects_bad_input(lifter):
     s = StreamingLifter(lifter, default_intrinsics())
     with pytest.raises(ValueError, match="joints"):
         s.push(np.zeros((J + 1, 2), np.float32))
+
+
+def test_video_noise_reuses_the_first_draw(model, videos):
+    """noise='video': every frame starts from the video's first GMM draw (per-video generator)."""
+    n = TINY.diffusion.hypotheses
+    cfg = model.cfg.with_overrides(diffusion={"noise": "video"})
+    got = Lifter(model, cfg=cfg).lift(videos, seed=3)
+    noise = []
+    for v in videos:
+        first = model.gmm.sample((n,), torch.Generator().manual_seed(3))
+        noise.append(first[None].expand(v.frames, -1, -1))
+    want = Lifter(model, cfg=cfg).lift(videos, seed=3, noise=noise)
+    per_frame = Lifter(model).lift(videos, seed=3)
+    for a, b, c in zip(got, want, per_frame):
+        np.testing.assert_array_equal(a.poses, b.poses)
+        np.testing.assert_array_equal(a.poses[:1], c.poses[:1])   # the first draw is the same
+    assert np.abs(got[2].poses - per_frame[2].poses).max() > 1e-4
+
+
+def test_video_noise_streaming_equals_offline(model, raw):
+    cfg = model.cfg.with_overrides(diffusion={"noise": "video"})
+    lifter = Lifter(model, cfg=cfg)
+    off = lifter.lift([VideoInput.from_pixels(raw[23], INTRS[23])], seed=5)[0].poses
+    stream = StreamingLifter(lifter, INTRS[23], seed=5)
+    out = np.concatenate([stream.push(f) for f in raw[23]] + [stream.flush()])
+    _close(out, off, "streaming with noise='video'")

@@ -80,6 +80,8 @@ starpose::LiftSettings convert_settings(const py::object& obj, const starpose::L
         s.ddim_pairs = v.cast<std::vector<std::pair<int, int>>>();
       } else if (key == "aggregation") {
         s.aggregation = v.cast<std::string>();
+      } else if (key == "noise") {
+        s.noise = v.cast<std::string>();
       } else if (key == "guidance") {
         for (auto g : v.cast<py::dict>()) {
           const std::string gk = py::str(g.first);
@@ -101,7 +103,7 @@ starpose::LiftSettings convert_settings(const py::object& obj, const starpose::L
         }
       } else {
         throw InputError("unknown setting '" + key +
-                         "'; known: hypotheses, ddim_pairs, aggregation, guidance");
+                         "'; known: hypotheses, ddim_pairs, aggregation, noise, guidance");
       }
     } catch (const py::cast_error&) {
       throw InputError("setting '" + key + "' has the wrong type");
@@ -123,6 +125,7 @@ py::dict settings_dict(const starpose::LiftSettings& s) {
   d["hypotheses"] = s.hypotheses;
   d["ddim_pairs"] = s.ddim_pairs;
   d["aggregation"] = s.aggregation;
+  d["noise"] = s.noise;
   d["guidance"] = g;
   return d;
 }

@@ -249,6 +249,8 @@ void validate(const std::vector<VideoView>& videos, const LiftSettings& st, cons
                        ") must satisfy 0 <= k_next < k <= K = " + std::to_string(K));
   if (st.aggregation != "mean" && st.aggregation != "reproj")
     throw InputError("aggregation must be 'mean' or 'reproj', got '" + st.aggregation + "'");
+  if (st.noise != "frame" && st.noise != "video")
+    throw InputError("noise must be 'frame' or 'video', got '" + st.noise + "'");
   const GuidanceSettings& g = st.guidance;
   const float vals[] = {g.lambda_p, g.lambda_s, g.lambda_b, g.lambda_d, g.rho, g.max_step};
   for (float v : vals)
@@ -335,6 +337,8 @@ class LiftJob {
   std::vector<double> cdf;                              // GMM component CDF
   std::vector<float> gmm_std;                           // (M, 3J)
   std::vector<int> comp;                                // (N,)
+  std::vector<float> video_samples;                     // (B, N, 3J) first draw per video (noise 'video')
+  std::vector<char> drawn;                              // (B,) video_samples[b] holds a draw
   std::vector<Ort::Value> cond_in;
 };
 
@@ -378,6 +382,10 @@ LiftJob::LiftJob(const Runner::Impl& impl, const std::vector<VideoView>& videos,
   cond.resize(B * JD);
   cond_r.resize(R * JD);
   for (auto* v : {&x, &pose, &eps, &x0, &grad, &samples}) v->resize(R * J3);
+  if (st.noise == "video") {
+    video_samples.resize(R * J3);
+    drawn.assign(B, 0);
+  }
   kbuf.resize(R);
   agg.resize(J3);
   stpg.reserve(B);
@@ -480,6 +488,11 @@ void LiftJob::initial_noise(int t, int n) {
       std::memcpy(s, vid[b]->noise + static_cast<size_t>(t) * N * D3, sizeof(float) * N * D3);
       continue;
     }
+    float* keep = drawn.empty() ? nullptr : &video_samples[static_cast<size_t>(b) * N * D3];
+    if (keep && drawn[b]) {   // noise 'video': the video's first draw, reused (engine.pipeline.Lifter._draw)
+      std::memcpy(s, keep, sizeof(float) * N * D3);
+      continue;
+    }
     for (int i = 0; i < N; ++i) {   // like GMMParams.sample: N components first, then N x 3J normals
       const double u = rngs[b].uniform();
       int m = 0;
@@ -490,6 +503,10 @@ void LiftJob::initial_noise(int t, int n) {
       const float* mean = &spec.gmm_means[static_cast<size_t>(comp[i]) * D3];
       const float* sd = &gmm_std[static_cast<size_t>(comp[i]) * D3];
       for (int d = 0; d < D3; ++d) s[i * D3 + d] = mean[d] + sd[d] * static_cast<float>(rngs[b].normal());
+    }
+    if (keep) {
+      std::memcpy(keep, s, sizeof(float) * N * D3);
+      drawn[b] = 1;
     }
   }
   // engine.sampler.initial_noise: x_K = mu (1 - sqrt(a_K)) + sqrt(1 - a_K) (s - mu)

@@ -48,6 +48,7 @@ Spec load_spec(const std::string& dir) {
       d.ddim_pairs.emplace_back(p[0], p[1]);
     }
     d.aggregation = j.at("aggregation").as_string();
+    if (j.has("noise")) d.noise = j.at("noise").as_string();
     const auto& gd = j.at("guidance");
     d.guidance.enabled = gd.at("enabled").as_bool();
     d.guidance.lambda_p = static_cast<float>(gd.at("lambda_p").as_number());

@@ -62,6 +62,7 @@ struct LiftSettings {
   int hypotheses = 0;                            // N
   std::vector<std::pair<int, int>> ddim_pairs;   // (k, k_next), K .. 0
   std::string aggregation = "mean";              // "mean" | "reproj"
+  std::string noise = "frame";                   // "frame": fresh GMM draws per frame | "video": one draw reused
   GuidanceSettings guidance;
   uint64_t seed = 0;                             // RNG seed (each video: its own generator)
 };
