@@ -90,14 +90,18 @@ def weighted(rows: list[dict[str, float]], keys) -> dict[str, float]:
     return {k: float(np.nansum([r[k] * wi for r, wi in zip(rows, w)]) / w.sum()) for k in keys}
 
 
-DIFFUSION_OVERRIDES: dict = {}   # set from --sample-steps / --hypotheses
+def diffusion_overrides(args) -> dict:
+    """Inference overrides applied to every model: --sample-steps, --hypotheses, --noise."""
+    pairs = (("sample_steps", args.sample_steps), ("hypotheses", args.hypotheses), ("noise", args.noise))
+    return {k: v for k, v in pairs if v}
 
 
-def run_lifter(model: StarPose, prep: Prepared, guidance: bool, seed: int = 0, rho: float | None = None):
+def run_lifter(model: StarPose, prep: Prepared, guidance: bool, seed: int = 0, rho: float | None = None,
+               diffusion: dict | None = None):
     over = {"enabled": guidance}
     if rho is not None:
         over["rho"] = rho
-    cfg = model.cfg.with_overrides(guidance=over, diffusion=dict(DIFFUSION_OVERRIDES))
+    cfg = model.cfg.with_overrides(guidance=over, diffusion=diffusion or {})
     lifter = Lifter(model, cfg=cfg)
     t0 = time.perf_counter()
     with torch.no_grad():
@@ -205,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rho", type=float, default=None, help="override the checkpoint's rho")
     p.add_argument("--sample-steps", type=int, default=None, help="override DDIM steps S of every model")
     p.add_argument("--hypotheses", type=int, default=None, help="override N of every model")
+    p.add_argument("--noise", choices=("frame", "video"), default=None,
+                   help="override the GMM noise mode of every model (engine.pipeline docstring)")
     p.add_argument("--no-per-clip", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
@@ -216,11 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    DIFFUSION_OVERRIDES.clear()
-    if args.sample_steps:
-        DIFFUSION_OVERRIDES["sample_steps"] = args.sample_steps
-    if args.hypotheses:
-        DIFFUSION_OVERRIDES["hypotheses"] = args.hypotheses
+    diffusion = diffusion_overrides(args)
     clips, group_fn, mpi = load_split(args)
     if args.clips:
         keep = set(args.clips.split(","))
@@ -243,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
             row = [f"{r:g}"]
             for cname, noisy in conditions:
                 prep = prepare(clips, noisy, args.noise_seed, args.max_frames)
-                preds, _, fps = run_lifter(model, prep, guidance=r > 0, seed=args.seed, rho=r)
+                preds, _, fps = run_lifter(model, prep, guidance=r > 0, seed=args.seed, rho=r, diffusion=diffusion)
                 tot, _ = evaluate_preds(prep, preds, group_fn, mpi)
                 res.setdefault(cname, {})[r] = tot
                 row += [tot["mpjpe"], tot["mpjve"]]
@@ -284,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
             if m is None:
                 preds, fps = context_only(model, prep)
             else:
-                preds, _, fps = run_lifter(m, prep, guidance=guid, seed=args.seed, rho=args.rho)
+                preds, _, fps = run_lifter(m, prep, guidance=guid, seed=args.seed, rho=args.rho, diffusion=diffusion)
             tot, per_group = evaluate_preds(prep, preds, group_fn, mpi)
             tot["fps"] = fps
             summary[cname][label] = tot

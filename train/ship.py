@@ -19,9 +19,10 @@ MAX_BYTES = 25 * 1024 * 1024
 
 
 def ship(checkpoint: str | Path, out: str | Path = DEFAULT_CHECKPOINT, rho: float | None = None,
-         notes: dict | None = None) -> Path:
+         notes: dict | None = None, noise: str | None = None) -> Path:
     src = load_checkpoint(checkpoint)
-    cfg = src.cfg if rho is None else src.cfg.with_overrides(guidance={"rho": float(rho)})
+    cfg = src.cfg.with_overrides(guidance={"rho": float(rho)} if rho is not None else {},
+                                 diffusion={"noise": noise} if noise else {})
     model = StarPose(cfg)
     model.load_state_dict(src.state_dict())
     old = json.loads(read_metadata(checkpoint).get("notes", "{}") or "{}")
@@ -38,9 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--out", default=str(DEFAULT_CHECKPOINT))
     p.add_argument("--rho", type=float, default=None)
+    p.add_argument("--noise", choices=("frame", "video"), default=None, help="GMM noise mode to store")
     p.add_argument("--notes", default=None, help="JSON object added to the checkpoint notes")
     a = p.parse_args(argv)
-    path = ship(a.checkpoint, a.out, a.rho, json.loads(a.notes) if a.notes else None)
+    path = ship(a.checkpoint, a.out, a.rho, json.loads(a.notes) if a.notes else None, a.noise)
     print(f"wrote {path} ({Path(path).stat().st_size / 2**20:.2f} MiB)")
     return 0
 

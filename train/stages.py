@@ -23,7 +23,7 @@ from engine.gmm import GMMParams, fit_gmm
 from engine.guidance import GuidanceInputs
 from engine.model import StarPose
 
-from .common import Dist, cosine_lr, load_train_state, restore_optimizer, save_train_state, unwrap
+from .common import Dist, cosine_lr, load_train_state, restore_optimizer, save_train_state
 from .config import TrainConfig
 from .history import synth_history
 from .losses import context_loss, diffusion_loss
