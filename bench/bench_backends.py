@@ -43,7 +43,10 @@ def load_model(preset: str, checkpoint: str | None) -> tuple[StarPose, str]:
     cfg = StarPoseConfig.from_name(preset)
     path = Path(checkpoint) if checkpoint else WEIGHTS / f"starpose_{preset}_cmu.safetensors"
     if path.is_file():
-        return load_checkpoint(path, expect=cfg), str(path)
+        model = load_checkpoint(path)
+        if model.cfg.name != cfg.name:
+            raise SystemExit(f"{path} holds preset {model.cfg.name!r}, not {preset!r}")
+        return model, str(path)
     if checkpoint:
         raise SystemExit(f"checkpoint not found: {checkpoint}")
     torch.manual_seed(0)

@@ -44,6 +44,18 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         return dict(f.metadata() or {})
 
 
+def _config_differences(want: dict, got: dict, prefix: str = "") -> list[str]:
+    """'key: checkpoint value != requested value' for every differing leaf."""
+    out = []
+    for k in sorted(set(want) | set(got)):
+        a, b = want.get(k), got.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _config_differences(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: {b!r} != {a!r}")
+    return out
+
+
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
                     expect: StarPoseConfig | None = None) -> StarPose:
     """Load a model; raises :class:`CheckpointError` with a one-line reason on any problem."""
@@ -61,9 +73,11 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
         cfg = StarPoseConfig.from_json(meta["config"])
     except (KeyError, ValueError, TypeError) as e:
         raise CheckpointError(f"checkpoint {path} carries no valid config ({e})") from None
-    if expect is not None and expect.to_dict() != cfg.to_dict():
-        raise CheckpointError(f"checkpoint {path} was saved with preset {cfg.name!r}, which does not "
-                              f"match the requested config {expect.name!r}")
+    if expect is not None:
+        diff = _config_differences(expect.to_dict(), cfg.to_dict())
+        if diff:
+            raise CheckpointError(f"checkpoint {path} (preset {cfg.name!r}) does not match the requested "
+                                  f"config {expect.name!r}: {', '.join(diff[:4])}{'...' if len(diff) > 4 else ''}")
     model = StarPose(cfg)
     want = model.state_dict()
     missing = sorted(set(want) - set(tensors))
