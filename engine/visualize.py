@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import InputError
+from .io import InputError, write_atomic
 from .skeleton import H36M17
 
 EXIT_BAD_INPUT = 2
@@ -221,18 +221,10 @@ def write_sheet(result: dict, out: Path, kp2d=None, count: int = 8, cols: int = 
             ins.set_aspect("equal")
             ins.axis("off")
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp.png")
     try:
-        fig.savefig(tmp, format="png")
-        tmp.replace(out)
-    except BaseException:
-        if tmp.exists():
-            tmp.unlink()
-        raise
+        return write_atomic(out, lambda f: fig.savefig(f, format="png"))
     finally:
         plt.close(fig)
-    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
