@@ -206,7 +206,10 @@ class StarPoseLifter:
             self.backend = make_backend(backend, model, str(self.device))
         except BackendUnavailable as e:
             raise InputError(str(e)) from None
-        self.lifter = Lifter(model, self.backend, self.cfg)
+        try:
+            self.lifter = Lifter(model, self.backend, self.cfg)
+        except ValueError as e:
+            raise InputError(str(e)) from None
 
     @classmethod
     def from_parts(cls, lifter, backend_name: str = "torch", seed: int = 0, checkpoint=None) -> "StarPoseLifter":

@@ -117,6 +117,11 @@ class CppBackend:
         self.providers: list[str] = list(self.runner.providers)
         self._stages = None
 
+    def check_config(self, cfg) -> None:
+        """Raise ValueError for settings this backend cannot run."""
+        from export.ort_backend import check_guidance_mode
+        check_guidance_mode(cfg.guidance, self.name)
+
     def settings(self, cfg=None) -> dict:
         """The runner settings for a config (the model's when None)."""
         cfg = cfg or self.model.cfg

@@ -133,6 +133,9 @@ class Lifter:
         self.backend = backend or TorchBackend(model)
         self.cfg = cfg or model.cfg
         self.device = next(model.parameters()).device
+        check = getattr(self.backend, "check_config", None)
+        if check is not None:
+            check(self.cfg)     # e.g. exported backends reject guidance mode 'full' up front
 
     # -- one autoregressive step for the first n rows of a batch ------------------------------
     def _step(self, state: _History, n: int, f2d, init3d, kp2d, conf, intr, samples=None):

@@ -195,7 +195,10 @@ def _run(args) -> int:
         backend = make_backend(args.backend, model, str(device))
     except BackendUnavailable as e:
         raise InputError(str(e)) from None
-    lifter = Lifter(model, backend, cfg)
+    try:
+        lifter = Lifter(model, backend, cfg)
+    except ValueError as e:
+        raise InputError(str(e)) from None
 
     if not batch:
         _lift_clip(args, lifter, clips[0], False, exports, str(ckpt))

@@ -117,6 +117,10 @@ class OrtBackend:
                 "hist3d": self._np(hist3d), "mask": self._np(mask)}
         return self._out(self._run("condition", feed)[0])
 
+    def check_config(self, cfg) -> None:
+        """Raise ValueError for settings this backend cannot run."""
+        check_guidance_mode(cfg.guidance, self.name)
+
     def sample(self, cond: torch.Tensor, init3d: torch.Tensor, x_k: torch.Tensor, steps: int,
                guidance: GuidanceConfig, gin: GuidanceInputs | None) -> torch.Tensor:
         """engine.sampler.sample_frame on ORT: cond (B, J, D), init3d (B, J, 3), x_k (B, N, J, 3) -> (B, N, J, 3)."""

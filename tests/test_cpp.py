@@ -229,3 +229,21 @@ def test_cpp_video_noise_reuses_the_first_draw(golden, backend):
     assert _max_diff(video[0].poses, frame[0].poses) > 1e-4
     with pytest.raises(ValueError, match="noise must be 'frame' or 'video'"):
         backend.runner.lift(_arrays(golden.videos[:1]), settings={"noise": "sometimes"})
+
+
+def test_exported_backends_reject_full_guidance_up_front(golden, backend):
+    """Guidance mode 'full' needs autograd through the denoiser: the Lifter refuses it at
+    construction for the exported backends (the CLI turns that into exit 2)."""
+    cfg = golden.model.cfg.with_overrides(guidance={"mode": "full"})
+    with pytest.raises(ValueError, match="supports guidance mode 'x0' only"):
+        Lifter(golden.model, backend, cfg)
+    Lifter(golden.model, backend, golden.model.cfg)   # x0 is fine
+
+
+def test_cli_full_guidance_on_cpp_is_a_clean_error(tmp_path):
+    from engine.run import main
+    out = tmp_path / "o.npz"
+    example = Path(__file__).resolve().parents[1] / "examples" / "walk_2d.npz"
+    rc = main(["--input", str(example), "--output", str(out), "--quiet",
+               "--backend", "cpp", "--guidance-mode", "full"])
+    assert rc == 2 and not out.exists()
