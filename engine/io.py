@@ -1,4 +1,4 @@
-"""Reading 2D keypoint files and writing 3D results, with the input checks of the CLI.
+"""Input checks and atomic output writing for the CLI (files are read by engine.readers).
 
 Every problem with a user's file raises :class:`InputError` with a one-line message; the CLI
 prints it and exits with status 2. Outputs are written atomically (temporary file in the same
@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -17,37 +16,6 @@ import numpy as np
 
 class InputError(ValueError):
     """A user input that cannot be lifted; the message is one line."""
-
-
-def load_keypoints(path: str | Path, num_joints: int) -> tuple[np.ndarray, dict]:
-    """Read (T, J, 2|3) keypoints from .npy or .npz (key ``keypoints``).
-
-    Returns the float32 array and extras found in an .npz (``image_size`` if present).
-    """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"input file not found: {path}")
-    if not path.is_file():
-        raise InputError(f"input is not a file: {path}")
-    extras: dict = {}
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".npy":
-            arr = np.load(path, allow_pickle=False)
-        elif suffix == ".npz":
-            with np.load(path, allow_pickle=False) as z:
-                if "keypoints" not in z.files:
-                    raise InputError(f"{path}: .npz has no 'keypoints' array (found {sorted(z.files)})")
-                arr = z["keypoints"]
-                if "image_size" in z.files:
-                    extras["image_size"] = tuple(int(v) for v in np.asarray(z["image_size"]).ravel()[:2])
-        else:
-            raise InputError(f"{path}: unsupported file type {suffix or '(none)'}; use .npy or .npz")
-    except InputError:
-        raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-        raise InputError(f"{path}: cannot read keypoints ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-    return check_keypoints(arr, num_joints, str(path)), extras
 
 
 def check_keypoints(arr: np.ndarray, num_joints: int, where: str = "keypoints", allow_missing: bool = False,
