@@ -227,6 +227,36 @@ def test_random_virtual_camera():
     assert a[2] == b[2]
 
 
+def _root_u(world, cam) -> np.ndarray:
+    kp, _ = project_world(world, *cam)
+    return kp[:, H36M17.root, 0]
+
+
+def test_random_virtual_camera_aim_puts_the_person_off_centre():
+    """Aimed at a long walk, a camera sees one window of it away from the image centre, like the
+    CMU set's fixed cameras; aimed at the window itself the person stays at the centre."""
+    clip = _walk(400, np.random.default_rng(4))
+    clip[..., 0] += np.linspace(0, 6000, 400)[:, None]               # cross the scene along x
+    window = clip[:27]
+    centred, aimed = [], []
+    for s in range(20):
+        cam = random_virtual_camera(window, np.random.default_rng(s), root=H36M17.root)
+        centred.append(np.abs(_root_u(window, cam) - 500).mean())
+        cam = random_virtual_camera(window, np.random.default_rng(s), root=H36M17.root, aim=clip)
+        aimed.append(np.abs(_root_u(window, cam) - 500).mean())
+        kp, _ = project_world(window, *cam)
+        inside = (kp[..., 0] >= 0) & (kp[..., 0] < 1000) & (kp[..., 1] >= 0) & (kp[..., 1] < 1000)
+        assert inside.mean() >= 0.95                                 # the window is still in view
+    assert np.median(aimed) > 3 * np.median(centred)          # measured: 146 px vs 33 px
+    jit = [np.abs(_root_u(window, random_virtual_camera(window, np.random.default_rng(s), target_jitter=800.0))
+                  - 500).mean() for s in range(20)]
+    assert np.median(jit) > 2 * np.median(centred)
+    with pytest.raises(ValueError, match="target_jitter"):
+        random_virtual_camera(window, np.random.default_rng(0), target_jitter=-1.0)
+    with pytest.raises(ValueError, match="aim"):
+        random_virtual_camera(window, np.random.default_rng(0), aim=np.zeros((5, 3)))
+
+
 def test_detector_noise():
     kp = project_points(_walk(60, np.random.default_rng(6)) + np.array([0, 5000.0, 0]),
                         Intrinsics.default_for(1000, 1000)).astype(np.float32)

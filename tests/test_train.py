@@ -194,13 +194,18 @@ def test_ddp_gloo_world_size_one(tmp_path, monkeypatch):
 def test_evaluate_prints_tables(tiny_run, capsys, tmp_path):
     from train.evaluate import main
     ck = str(tiny_run / "final.safetensors")
-    assert main(["--checkpoint", ck, "--baseline", ck, "--ablation", "--noisy-2d", "--max-frames", "12",
-                 "--cameras", "0", "--segments", "5", "--json", str(tmp_path / "e.json"), "--threads", "1"]) == 0
+    assert main(["--checkpoint", ck, "--baseline", ck, "--hpim-only", ck, "--ablation", "--noisy-2d",
+                 "--max-frames", "12", "--cameras", "0", "--segments", "5", "--json", str(tmp_path / "e.json"),
+                 "--threads", "1"]) == 0
     out = capsys.readouterr().out
     assert "| method | MPJPE (exact)" in out and "MPJPE (noisy)" in out and "context encoder" in out
-    assert "full (HPIM + STPG-I)" in out and "| clip | MPJPE |" in out
+    assert "full (HPIM + STPG-T + STPG-I)" in out and "| clip | MPJPE |" in out
     res = json.loads((tmp_path / "e.json").read_text())
-    assert np.isfinite(res["summary"]["exact"]["full (HPIM + STPG-I)"]["mpjpe"])
+    exact = res["summary"]["exact"]
+    assert np.isfinite(exact["full (HPIM + STPG-T + STPG-I)"]["mpjpe"])
+    # rows appear only for the models given: no --stpgt-baseline -> no +STPG-T / +STPG rows
+    assert {"baseline (no HPIM, no STPG)", "+STPG-I", "+HPIM (no STPG)"} <= set(exact)
+    assert "+STPG-T" not in exact and "+STPG (T + I)" not in exact
 
 
 @needs_cmu

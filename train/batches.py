@@ -8,7 +8,10 @@ Keys (B windows of F frames, J joints): ``kp2d`` (B, F, J, 2) normalised screen 
 
 * :class:`CMUWorldSource` -- CMU world-frame motion seen by a **fresh random virtual camera per
   window** (:func:`train.data.random_virtual_camera`: any azimuth, 0.8-2.2 m high, 3.5-8 m away,
-  focal 1145 px +- 5 %), horizontal flips (``flip_prob``) and, on a fraction ``noise_prob`` of
+  focal 1145 px +- 5 %; aimed at the whole clip with probability ``cam_clip_aim``, else at the
+  window, the look-at point jittered by ``cam_target_jitter``, so the person appears anywhere in
+  the image as with a fixed real camera; always-centred cameras made the encoder 3x worse on the
+  CMU set's own cameras), horizontal flips (``flip_prob``) and, on a fraction ``noise_prob`` of
   the windows, detector-like 2D noise (:func:`train.data.detector_noise` with its jitter and
   outlier sizes multiplied by ``U(noise_scale_range)``: jitter, outliers, low confidences).
 * :class:`ClipWindowSource` -- fixed-camera clips (Human3.6M): :class:`train.data.WindowDataset`
@@ -53,7 +56,9 @@ class CMUWorldSource:
         start = int(rng.integers(0, max(1, c.num_frames - self.frames + 1)))
         idx = np.minimum(np.arange(start, start + self.frames), c.num_frames - 1)
         world = c.positions_3d[idx]
-        R, tr, intr = random_virtual_camera(world, rng, root=self.skeleton.root)
+        aim = c.positions_3d[::10] if rng.random() < t.cam_clip_aim else world       # (T', J, 3)
+        R, tr, intr = random_virtual_camera(world, rng, root=self.skeleton.root, aim=aim,
+                                            target_jitter=t.cam_target_jitter)
         kp, cam = project_world(world, R, tr, intr)
         if rng.random() < t.flip_prob:
             kp, cam, intr = flip_clip(kp, cam, intr, self.skeleton)

@@ -51,6 +51,8 @@ class TrainConfig:
     flip_prob: float = 0.5
     noise_prob: float = 0.5           # fraction of windows with detector-like 2D noise
     noise_scale_range: tuple[float, float] = (0.4, 2.0)   # multiplies jitter_px / outlier_px
+    cam_clip_aim: float = 0.5         # P(virtual camera aimed at the whole clip, not the window)
+    cam_target_jitter: float = 500.0  # mm, look-at point jitter (train.data.random_virtual_camera)
     # ---- stage 2: GMM
     gmm_windows: int = 1500
     gmm_max_samples: int = 30000

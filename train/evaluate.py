@@ -2,7 +2,7 @@
 
     python -m train.evaluate --data cmu --checkpoint engine/weights/starpose_small_cmu.safetensors
     python -m train.evaluate --data cmu --checkpoint FULL --baseline NOHPIM [--noisy-2d] [--ablation]
-        [--stpgt-pair HPIM_NO_STPG_T] [--max-frames N] [--segments 200] [--json out.json]
+        [--stpgt-baseline NOHPIM_STPG_T] [--hpim-only HPIM_NO_STPG_T] [--max-frames N] [--json out.json]
     python -m train.evaluate --data h36m --h36m-3d ... --h36m-2d ... --checkpoint ...
     python -m train.evaluate --data 3dhp --3dhp data_test_3dhp.npz --checkpoint ...
     python -m train.evaluate --data cmu --split tune --tune-rho 0,0.001,0.002,0.004 --checkpoint ...
@@ -14,14 +14,17 @@ the per-clip numbers. Noisy 2D = :func:`train.data.detector_noise` with default 
 fixed seed per clip (``--noise-seed``). FPS = frames lifted / wall time of the batched pass on the
 current machine (``--threads`` torch threads); the context-encoder row times the encoder alone.
 
-Rows of ``--ablation`` (CMU validation split unless ``--split``):
+Rows of ``--ablation`` (Table VII; CMU validation split unless ``--split``). STPG-T = trained with
+Eq. 17's STPG regularisers, STPG-I = STPG guidance at inference. Four trained models, same encoder
+and GMM; a row appears when its model is given:
   context encoder   the MixSTE-style encoder's init3d (no diffusion)
-  baseline          no-HPIM diffusion model (``--baseline``), guidance off at inference
-  +STPG-I           baseline with STPG at inference
-  +HPIM             HPIM model (``--checkpoint``), guidance off
-  full              HPIM model with STPG at inference (+STPG-T when it was trained with Eq. 17's terms)
-  HPIM w/o STPG-T   (``--stpgt-pair``: an HPIM model trained without the STPG regularisers), with
-                    and without STPG-I
+  baseline          ``--baseline``: no HPIM, trained without STPG terms; guidance off
+  +STPG-T           ``--stpgt-baseline``: no HPIM, trained with the STPG terms; guidance off
+  +STPG-I           ``--baseline`` with guidance
+  +STPG             ``--stpgt-baseline`` with guidance
+  +HPIM             ``--hpim-only``: HPIM, trained without the STPG terms; guidance off
+  HPIM + STPG-T     ``--checkpoint`` with guidance off
+  full              ``--checkpoint`` (HPIM, STPG-T) with guidance
 """
 from __future__ import annotations
 
@@ -190,7 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="cmu", choices=["cmu", "h36m", "3dhp"])
     p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     p.add_argument("--baseline", default=None, help="no-HPIM diffusion checkpoint (baseline rows)")
-    p.add_argument("--stpgt-pair", default=None, help="HPIM checkpoint trained without the STPG terms")
+    p.add_argument("--stpgt-baseline", default=None,
+                   help="no-HPIM checkpoint trained with the STPG terms (+STPG-T, +STPG rows)")
+    p.add_argument("--hpim-only", default=None, help="HPIM checkpoint trained without the STPG terms (+HPIM row)")
     p.add_argument("--cmu-root", default=None)
     p.add_argument("--h36m-3d", default=None)
     p.add_argument("--h36m-2d", default=None)
@@ -265,13 +270,13 @@ def main(argv: list[str] | None = None) -> int:
     # methods: (label, model, guidance)
     methods: list[tuple[str, StarPose | None, bool]] = [("context encoder", None, False)]
     if args.ablation:
-        if args.baseline:
-            base = load_checkpoint(args.baseline)
-            methods += [("baseline (no HPIM, no STPG-I)", base, False), ("+STPG-I (no HPIM)", base, True)]
-        methods += [("+HPIM (no STPG-I)", model, False), ("full (HPIM + STPG-I)", model, True)]
-        if args.stpgt_pair:
-            pair = load_checkpoint(args.stpgt_pair)
-            methods += [("HPIM, no STPG-T, no STPG-I", pair, False), ("HPIM + STPG-I, no STPG-T", pair, True)]
+        base = load_checkpoint(args.baseline) if args.baseline else None
+        stpgt = load_checkpoint(args.stpgt_baseline) if args.stpgt_baseline else None
+        hpim = load_checkpoint(args.hpim_only) if args.hpim_only else None
+        rows = [("baseline (no HPIM, no STPG)", base, False), ("+STPG-T", stpgt, False),
+                ("+STPG-I", base, True), ("+STPG (T + I)", stpgt, True), ("+HPIM (no STPG)", hpim, False),
+                ("HPIM + STPG-T (no STPG-I)", model, False), ("full (HPIM + STPG-T + STPG-I)", model, True)]
+        methods += [(label, m, guid) for label, m, guid in rows if m is not None]
     else:
         if args.baseline:
             methods.append(("baseline (no HPIM, no STPG-I)", load_checkpoint(args.baseline), False))

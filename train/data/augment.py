@@ -116,7 +116,8 @@ def random_virtual_camera(world: np.ndarray, rng: np.random.Generator, *, root: 
                           distance_range: tuple[float, float] = (3500.0, 8000.0),
                           clearance: float = 2000.0, min_in_image: float = 0.95,
                           max_distance: float = 15000.0, distance_step: float = 250.0,
-                          ground_z: float | None = 0.0) -> tuple[np.ndarray, np.ndarray, Intrinsics]:
+                          ground_z: float | None = 0.0, aim: np.ndarray | None = None,
+                          target_jitter: float = 0.0) -> tuple[np.ndarray, np.ndarray, Intrinsics]:
     """A random camera around a motion, Human3.6M-like.
 
     Intrinsics: ``fx = fy = focal * (1 + U(-focal_jitter, focal_jitter))`` with ``focal`` default
@@ -129,11 +130,23 @@ def random_virtual_camera(world: np.ndarray, rng: np.random.Generator, *, root: 
     If fewer than ``min_in_image`` of the joints project inside the image, the camera is moved back
     in ``distance_step`` steps (up to ``max_distance``).
 
+    Where the person appears in the image: the trajectory is that of ``aim`` (default ``world``).
+    Aiming at a whole clip while ``world`` is one window of it reproduces a fixed camera watching
+    someone cross the scene (the person is anywhere in the image, seen obliquely), which is how
+    the CMU set's own cameras are placed; aiming at the window alone always centres the person.
+    When no distance up to ``max_distance`` brings the window into view from a camera aimed at
+    ``aim`` (a long clip, the window at one end), the camera is drawn again aimed at the window.
+    ``target_jitter`` (mm) shifts the look-at point by ``U(-j, j)`` along x and y and
+    ``U(-j, j) / 3`` along z, so even window-aimed cameras see the person off-centre.
+
     Args:
         world: (T, J, 3) mm, world frame with Z up.
         rng: the random generator.
         root: root joint index (``skeleton.root``).
         ground_z: world z of the floor (0 for the CMU and Human3.6M sets); None: lowest joint - 80 mm.
+        aim: (T', J, 3) mm, the motion the camera is placed around and aimed at (default ``world``);
+            only ``world`` has to be in view.
+        target_jitter: mm, random shift of the look-at point (0: exactly the trajectory centre).
     Returns:
         R (3, 3) float64, t (3,) float64 mm with ``X_cam = R @ X_world + t``, and the Intrinsics.
     """
@@ -147,23 +160,44 @@ def random_virtual_camera(world: np.ndarray, rng: np.random.Generator, *, root: 
     cy = h / 2.0 + rng.uniform(-principal_jitter_px, principal_jitter_px)
     intr = Intrinsics(f, f, cx, cy, w, h)
 
-    traj = world[:, root]
+    aim = world if aim is None else np.asarray(aim, dtype=np.float64)
+    if aim.ndim != 3 or aim.shape[-1] != 3:
+        raise ValueError(f"aim must be (T, J, 3), got {aim.shape}")
+    if target_jitter < 0:
+        raise ValueError(f"target_jitter must be >= 0, got {target_jitter}")
+    sub = world[:: max(1, len(world) // 200)]                       # <= ~200 frames for the check
+    # a long clip may leave no camera aimed at its centre that sees this window: aim at the window
+    for candidate in (aim, world) if aim is not world else (world,):
+        R, t, seen = _place_camera(candidate, sub, rng, intr, root, height_range, distance_range,
+                                   clearance, min_in_image, max_distance, distance_step, ground_z,
+                                   target_jitter)
+        if seen:
+            break
+    return R, t, intr
+
+
+def _place_camera(aim, sub, rng, intr, root, height_range, distance_range, clearance, min_in_image,
+                  max_distance, distance_step, ground_z, target_jitter) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Extrinsics of :func:`random_virtual_camera` around ``aim``; ``seen``: ``sub`` is in view."""
+    traj = aim[:, root]
     lo, hi = traj[:, :2].min(0), traj[:, :2].max(0)
     centre_xy = (lo + hi) / 2.0
     radius = float(np.linalg.norm(traj[:, :2] - centre_xy, axis=-1).max())
     target = np.array([centre_xy[0], centre_xy[1], float(np.median(traj[:, 2]))])
-    floor = (float(world[..., 2].min()) - 80.0) if ground_z is None else float(ground_z)
+    if target_jitter > 0:
+        target = target + rng.uniform(-target_jitter, target_jitter, 3) * np.array([1.0, 1.0, 1 / 3])
+    floor = (float(aim[..., 2].min()) - 80.0) if ground_z is None else float(ground_z)
 
     azimuth = rng.uniform(0.0, 2.0 * np.pi)
     height = floor + rng.uniform(*height_range)
     dist = max(rng.uniform(*distance_range), radius + clearance)
     direction = np.array([np.cos(azimuth), np.sin(azimuth)])
-    sub = world[:: max(1, len(world) // 200)]                       # <= ~200 frames for the check
     while True:
         pos = np.array([*(centre_xy + dist * direction), height])
         R, t = look_at(pos, target)
-        if dist >= max_distance or _in_image_fraction(sub, R, t, intr) >= min_in_image:
-            return R, t, intr
+        seen = _in_image_fraction(sub, R, t, intr) >= min_in_image
+        if seen or dist >= max_distance:
+            return R, t, seen
         dist = min(dist + distance_step, max_distance)
 
 
