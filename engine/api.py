@@ -160,7 +160,7 @@ class StarPoseLifter:
         backend: execution backend name (:mod:`engine.backends`).
         model: an already built :class:`engine.model.StarPose` instead of ``checkpoint``.
         **overrides: ``hypotheses``, ``steps``, ``aggregation`` ('mean' | 'reproj'), ``guidance``
-            (bool), ``guidance_mode`` ('x0' | 'full'), ``seed``.
+            (bool), ``guidance_mode`` ('x0' | 'full'), ``rho`` (STPG step scale, metres), ``seed``.
     """
 
     def __init__(self, checkpoint: str | Path | None = None, device: str = "cpu", backend: str = "torch",
@@ -168,7 +168,7 @@ class StarPoseLifter:
         from .backends import BackendUnavailable, make_backend
         from .checkpoint import DEFAULT_CHECKPOINT, CheckpointError, load_checkpoint
         from .pipeline import Lifter
-        known = {"hypotheses", "steps", "aggregation", "guidance", "guidance_mode", "seed"}
+        known = {"hypotheses", "steps", "aggregation", "guidance", "guidance_mode", "rho", "seed"}
         bad = set(overrides) - known
         if bad:
             raise TypeError(f"unknown overrides {sorted(bad)}; known: {sorted(known)}")
@@ -197,6 +197,8 @@ class StarPoseLifter:
             guidance["enabled"] = bool(overrides["guidance"])
         if overrides.get("guidance_mode") is not None:
             guidance["mode"] = overrides["guidance_mode"]
+        if overrides.get("rho") is not None:
+            guidance["rho"] = float(overrides["rho"])
         try:
             self.cfg = model.cfg.with_overrides(diffusion=diffusion, guidance=guidance)
         except (ValueError, TypeError) as e:
@@ -268,7 +270,8 @@ class StarPoseLifter:
         return {"preset": self.model.cfg.name, "checkpoint": self.checkpoint, "backend": self.backend_name,
                 "device": str(self.device), "hypotheses": self.cfg.diffusion.hypotheses,
                 "steps": self.cfg.diffusion.sample_steps, "aggregation": self.cfg.diffusion.aggregation,
-                "guidance": self.cfg.guidance.enabled, "guidance_mode": self.cfg.guidance.mode, "units": "mm",
+                "guidance": self.cfg.guidance.enabled, "guidance_mode": self.cfg.guidance.mode,
+                "rho": self.cfg.guidance.rho, "units": "mm",
                 "frame": "camera (x right, y down, z forward), root-relative (pelvis = 0)"}
 
     def stream(self, image_size=None, intrinsics=None, mode: str = "exact", seed: int | None = None):

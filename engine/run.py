@@ -21,6 +21,7 @@ with several inputs a bad one is reported and skipped, and the exit status is 2 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -98,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="STPG gradient w.r.t. the clean estimate (x0, fast) or through the denoiser (full, Eq. 9)")
     p.add_argument("--seed", type=int, default=0, help="noise seed")
     p.add_argument("--no-guidance", action="store_true", help="disable STPG physics guidance")
+    p.add_argument("--rho", type=float, default=None,
+                   help="STPG step scale in metres per unit gradient (default: the checkpoint's; lower it "
+                        "for jittery detector 2D, see the README)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     return p
 
@@ -135,6 +139,8 @@ def _check_args(args) -> list[str]:
             raise InputError(f"--{name} must be >= 1, got {v}")
     if args.seed < 0:
         raise InputError(f"--seed must be >= 0, got {args.seed}")
+    if args.rho is not None and not (args.rho >= 0 and math.isfinite(args.rho)):
+        raise InputError(f"--rho must be a finite number >= 0, got {args.rho}")
     if args.image_size is not None and min(args.image_size) <= 0:
         raise InputError(f"--image-size must be positive, got {args.image_size[0]} {args.image_size[1]}")
     if args.person is not None and args.all_people:
@@ -187,6 +193,8 @@ def _run(args) -> int:
     guidance = {"enabled": False} if args.no_guidance else {}
     if args.guidance_mode:
         guidance["mode"] = args.guidance_mode
+    if args.rho is not None:
+        guidance["rho"] = args.rho
     try:
         cfg = model.cfg.with_overrides(diffusion=diffusion, guidance=guidance)
     except ValueError as e:

@@ -28,7 +28,7 @@ J = H36M17.num_joints
 T = 6
 W, H = 1000, 800
 FLAGS = ["--input", "--output", "--image-size", "--intrinsics", "--checkpoint", "--backend", "--device",
-         "--hypotheses", "--steps", "--aggregation", "--guidance-mode", "--seed", "--no-guidance", "--quiet"]
+         "--hypotheses", "--steps", "--aggregation", "--guidance-mode", "--seed", "--no-guidance", "--rho", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +143,9 @@ def test_flags_change_or_keep_results(npy, tiny_checkpoint, capsys, tmp_path):
     nog = go("nog", "--no-guidance")
     assert np.abs(nog["poses_3d"] - ref["poses_3d"]).max() > 1e-3
     assert json.loads(str(nog["meta"]))["guidance"] is False
+    rho = go("rho", "--rho", 0.05)
+    assert np.abs(rho["poses_3d"] - ref["poses_3d"]).max() > 1e-3
+    assert json.loads(str(rho["meta"]))["rho"] == pytest.approx(0.05)
     hyp = go("hyp", "--hypotheses", 2)
     assert np.abs(hyp["poses_3d"] - ref["poses_3d"]).max() > 1e-3
     assert json.loads(str(hyp["meta"]))["hypotheses"] == 2
@@ -289,6 +292,10 @@ def _case(name, tmp_path, kp, ckpt, monkeypatch):
         return with_input(good, "--hypotheses", "many")
     if name == "negative_seed":
         return with_input(good, "--seed", -1)
+    if name == "negative_rho":
+        return with_input(good, "--rho", -0.01)
+    if name == "nan_rho":
+        return with_input(good, "--rho", "nan")
     if name == "unknown_backend":
         return with_input(good, "--backend", "tpu")
     if name == "cuda_without_cuda":
@@ -326,7 +333,7 @@ BAD_CASES = ["missing_file", "directory", "corrupt_npy", "truncated_npy", "garba
              "zero_frames", "wrong_joint_count", "nan", "nan_confidence", "all_nan", "inf", "string_dtype", "object_dtype", "conf_above_one",
              "conf_negative", "missing_image_size", "zero_image_size", "bad_intrinsics", "steps_zero",
              "steps_negative", "steps_above_K", "steps_not_integer", "hypotheses_zero",
-             "hypotheses_not_integer", "negative_seed", "unknown_backend", "cuda_without_cuda",
+             "hypotheses_not_integer", "negative_seed", "negative_rho", "nan_rho", "unknown_backend", "cuda_without_cuda",
              "invalid_device", "bad_aggregation", "unknown_flag", "no_input_flag", "checkpoint_missing",
              "checkpoint_corrupt", "checkpoint_mismatched_shapes", "default_checkpoint_missing"]
 
@@ -337,7 +344,7 @@ EXPECT_WORDS = {
     "nan": "nan", "nan_confidence": "nan", "all_nan": "nan", "inf": "inf", "string_dtype": "numeric", "conf_above_one": "confidence",
     "conf_negative": "confidence", "missing_image_size": "--image-size", "steps_zero": "--steps",
     "steps_above_K": "--steps", "steps_not_integer": "--steps", "hypotheses_zero": "--hypotheses",
-    "negative_seed": "--seed", "unknown_backend": "tpu", "cuda_without_cuda": "cuda",
+    "negative_seed": "--seed", "negative_rho": "--rho", "nan_rho": "--rho", "unknown_backend": "tpu", "cuda_without_cuda": "cuda",
     "checkpoint_missing": "not found", "checkpoint_mismatched_shapes": "shape",
     "default_checkpoint_missing": "--checkpoint", "unknown_flag": "--frobnicate",
 }

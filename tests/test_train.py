@@ -221,3 +221,25 @@ def test_model_config_no_hpim():
     args = build_parser().parse_args(["--out", "x", "--preset", "tiny", "--no-hpim"])
     cfg = model_config(args)
     assert isinstance(cfg, StarPoseConfig) and not cfg.hpim.enabled
+
+
+# ------------------------------------------------------------------------------ shipping
+
+def test_ship_stores_inference_settings_and_keeps_weights(tmp_path):
+    from engine.checkpoint import read_metadata, save_checkpoint
+    from engine.model import StarPose
+    from train.ship import main as ship_main
+    torch.manual_seed(0)
+    src = StarPose(StarPoseConfig.from_name("tiny")).eval()
+    save_checkpoint(src, tmp_path / "src.safetensors", notes={"stage": "diffusion"})
+    out = tmp_path / "shipped.safetensors"
+    assert ship_main(["--checkpoint", str(tmp_path / "src.safetensors"), "--out", str(out), "--rho", "0.003",
+                      "--noise", "video", "--hypotheses", "7", "--notes", '{"why": "test"}']) == 0
+    m = load_checkpoint(out)
+    assert m.cfg.guidance.rho == pytest.approx(0.003)
+    assert (m.cfg.diffusion.noise, m.cfg.diffusion.hypotheses) == ("video", 7)
+    assert m.cfg.context == src.cfg.context and m.cfg.denoiser == src.cfg.denoiser
+    for k, v in src.state_dict().items():
+        torch.testing.assert_close(m.state_dict()[k], v, rtol=0, atol=0)
+    notes = json.loads(read_metadata(out)["notes"])
+    assert notes["why"] == "test" and notes["stage"] == "diffusion" and notes["source"].endswith("src.safetensors")

@@ -1,7 +1,7 @@
 """Write a trained checkpoint as the shipped model, with inference settings (e.g. the tuned rho).
 
-    python -m train.ship --checkpoint runs/NAME/final.safetensors --rho 0.004 \
-        [--out engine/weights/starpose_small_cmu.safetensors] [--notes '{"...": ...}']
+    python -m train.ship --checkpoint runs/NAME/final.safetensors --rho 0.004 [--noise video] \
+        [--hypotheses 10] [--out engine/weights/starpose_small_cmu.safetensors] [--notes '{"...": ...}']
 
 The weights are copied unchanged; the stored config gets ``guidance.rho`` (and optionally other
 guidance/diffusion overrides), and the notes record where the file came from.
@@ -19,10 +19,10 @@ MAX_BYTES = 25 * 1024 * 1024
 
 
 def ship(checkpoint: str | Path, out: str | Path = DEFAULT_CHECKPOINT, rho: float | None = None,
-         notes: dict | None = None, noise: str | None = None) -> Path:
+         notes: dict | None = None, noise: str | None = None, hypotheses: int | None = None) -> Path:
     src = load_checkpoint(checkpoint)
-    cfg = src.cfg.with_overrides(guidance={"rho": float(rho)} if rho is not None else {},
-                                 diffusion={"noise": noise} if noise else {})
+    diffusion = {k: v for k, v in (("noise", noise), ("hypotheses", hypotheses)) if v is not None}
+    cfg = src.cfg.with_overrides(guidance={"rho": float(rho)} if rho is not None else {}, diffusion=diffusion)
     model = StarPose(cfg)
     model.load_state_dict(src.state_dict())
     old = json.loads(read_metadata(checkpoint).get("notes", "{}") or "{}")
@@ -40,9 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(DEFAULT_CHECKPOINT))
     p.add_argument("--rho", type=float, default=None)
     p.add_argument("--noise", choices=("frame", "video"), default=None, help="GMM noise mode to store")
+    p.add_argument("--hypotheses", type=int, default=None, help="number of hypotheses N to store")
     p.add_argument("--notes", default=None, help="JSON object added to the checkpoint notes")
     a = p.parse_args(argv)
-    path = ship(a.checkpoint, a.out, a.rho, json.loads(a.notes) if a.notes else None, a.noise)
+    path = ship(a.checkpoint, a.out, a.rho, json.loads(a.notes) if a.notes else None, a.noise, a.hypotheses)
     print(f"wrote {path} ({Path(path).stat().st_size / 2**20:.2f} MiB)")
     return 0
 
