@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         methods += [(label, m, guid) for label, m, guid in rows if m is not None]
     else:
         if args.baseline:
-            methods.append(("baseline (no HPIM, no STPG-I)", load_checkpoint(args.baseline), False))
+            methods.append(("baseline (no HPIM, no STPG)", load_checkpoint(args.baseline), False))
         methods.append(("StarPose (HPIM + STPG-I)", model, model.cfg.guidance.enabled))
     summary: dict = {}
     for cname, noisy in conditions:
