@@ -175,6 +175,26 @@ def _free_port() -> int:
 
 
 @needs_cmu
+def test_torchrun_two_cpu_processes(tmp_path):
+    """A real 2-process DDP run (gloo on CPU) through torchrun: all three stages, one log, one set
+    of checkpoints written by rank 0, and the run's config records world size 2."""
+    import subprocess
+    import sys
+
+    from helpers import REPO, subprocess_env
+    out = tmp_path / "ddp2"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+           str(_free_port()), "-m", "train.train", "--preset", "tiny", "--data", "cmu", "--out", str(out),
+           "--stage", "all", "--device", "cpu", "--threads", "1"]
+    r = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    log = (out / "train.log").read_text()
+    assert "world 2" in log and log.count("all done") == 1
+    for name in ("context", "gmm", "final"):
+        load_checkpoint(out / f"{name}.safetensors")
+
+
+@needs_cmu
 def test_ddp_gloo_world_size_one(tmp_path, monkeypatch):
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "1")
