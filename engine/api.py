@@ -97,6 +97,21 @@ def _size(image_size) -> tuple[int, int]:
     return w, h
 
 
+def config_overrides(hypotheses=None, steps=None, aggregation=None, guidance=None, guidance_mode=None,
+                     rho=None) -> dict[str, dict]:
+    """Sampler and guidance settings (None: the checkpoint's) -> ``cfg.with_overrides(**sections)``."""
+    diffusion = {k: v for k, v in (("hypotheses", hypotheses), ("sample_steps", steps),
+                                   ("aggregation", aggregation)) if v is not None}
+    guide = {}
+    if guidance is not None:
+        guide["enabled"] = bool(guidance)
+    if guidance_mode is not None:
+        guide["mode"] = guidance_mode
+    if rho is not None:
+        guide["rho"] = float(rho)
+    return {"diffusion": diffusion, "guidance": guide}
+
+
 def lift_keypoints(lifter, kp: np.ndarray, intr: Intrinsics, intrinsics_given: bool, fps: float | None = None,
                    seed: int = 0, progress=None, estimate_focal: bool = True) -> dict:
     """Steps 3-6 of the module doc on prepared (T, 17, 3) pixel keypoints.
@@ -190,17 +205,9 @@ class StarPoseLifter:
         self.seed = int(overrides.get("seed", 0))
         if self.seed < 0:
             raise InputError(f"seed must be >= 0, got {self.seed}")
-        diffusion = {k: overrides[o] for k, o in (("hypotheses", "hypotheses"), ("sample_steps", "steps"),
-                                                   ("aggregation", "aggregation")) if overrides.get(o) is not None}
-        guidance = {}
-        if overrides.get("guidance") is not None:
-            guidance["enabled"] = bool(overrides["guidance"])
-        if overrides.get("guidance_mode") is not None:
-            guidance["mode"] = overrides["guidance_mode"]
-        if overrides.get("rho") is not None:
-            guidance["rho"] = float(overrides["rho"])
+        sections = config_overrides(**{k: v for k, v in overrides.items() if k != "seed"})
         try:
-            self.cfg = model.cfg.with_overrides(diffusion=diffusion, guidance=guidance)
+            self.cfg = model.cfg.with_overrides(**sections)
         except (ValueError, TypeError) as e:
             raise InputError(str(e)) from None
         try:

@@ -188,15 +188,11 @@ def _run(args) -> int:
     if args.steps is not None and args.steps > model.cfg.diffusion.train_steps:
         raise InputError(f"--steps {args.steps} exceeds the model's {model.cfg.diffusion.train_steps} "
                          "training steps")
-    diffusion = {k: v for k, v in (("hypotheses", args.hypotheses), ("sample_steps", args.steps),
-                                   ("aggregation", args.aggregation)) if v is not None}
-    guidance = {"enabled": False} if args.no_guidance else {}
-    if args.guidance_mode:
-        guidance["mode"] = args.guidance_mode
-    if args.rho is not None:
-        guidance["rho"] = args.rho
+    from .api import config_overrides
+    sections = config_overrides(args.hypotheses, args.steps, args.aggregation, False if args.no_guidance else None,
+                                args.guidance_mode, args.rho)
     try:
-        cfg = model.cfg.with_overrides(diffusion=diffusion, guidance=guidance)
+        cfg = model.cfg.with_overrides(**sections)
     except ValueError as e:
         raise InputError(str(e)) from None
     try:

@@ -35,7 +35,7 @@ def test_push_times_per_mode(tiny_checkpoint):  # noqa: F811
 
 
 def test_main_prints_table_and_records(tiny_checkpoint, tmp_path, capsys, monkeypatch):  # noqa: F811
-    import bench.common as common
+    from bench import common
     model = load_checkpoint(tiny_checkpoint)
     src = tmp_path / "clip.npz"
     np.savez(src, keypoints=_keypoints(2 * model.cfg.context.frames + 3, model.num_joints),

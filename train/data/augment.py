@@ -168,37 +168,29 @@ def random_virtual_camera(world: np.ndarray, rng: np.random.Generator, *, root: 
     sub = world[:: max(1, len(world) // 200)]                       # <= ~200 frames for the check
     # a long clip may leave no camera aimed at its centre that sees this window: aim at the window
     for candidate in (aim, world) if aim is not world else (world,):
-        R, t, seen = _place_camera(candidate, sub, rng, intr, root, height_range, distance_range,
-                                   clearance, min_in_image, max_distance, distance_step, ground_z,
-                                   target_jitter)
+        traj = candidate[:, root]
+        lo, hi = traj[:, :2].min(0), traj[:, :2].max(0)
+        centre_xy = (lo + hi) / 2.0
+        radius = float(np.linalg.norm(traj[:, :2] - centre_xy, axis=-1).max())
+        target = np.array([centre_xy[0], centre_xy[1], float(np.median(traj[:, 2]))])
+        if target_jitter > 0:
+            target = target + rng.uniform(-target_jitter, target_jitter, 3) * np.array([1.0, 1.0, 1 / 3])
+        floor = (float(candidate[..., 2].min()) - 80.0) if ground_z is None else float(ground_z)
+
+        azimuth = rng.uniform(0.0, 2.0 * np.pi)
+        height = floor + rng.uniform(*height_range)
+        dist = max(rng.uniform(*distance_range), radius + clearance)
+        direction = np.array([np.cos(azimuth), np.sin(azimuth)])
+        while True:
+            pos = np.array([*(centre_xy + dist * direction), height])
+            R, t = look_at(pos, target)
+            seen = _in_image_fraction(sub, R, t, intr) >= min_in_image
+            if seen or dist >= max_distance:
+                break
+            dist = min(dist + distance_step, max_distance)
         if seen:
             break
     return R, t, intr
-
-
-def _place_camera(aim, sub, rng, intr, root, height_range, distance_range, clearance, min_in_image,
-                  max_distance, distance_step, ground_z, target_jitter) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Extrinsics of :func:`random_virtual_camera` around ``aim``; ``seen``: ``sub`` is in view."""
-    traj = aim[:, root]
-    lo, hi = traj[:, :2].min(0), traj[:, :2].max(0)
-    centre_xy = (lo + hi) / 2.0
-    radius = float(np.linalg.norm(traj[:, :2] - centre_xy, axis=-1).max())
-    target = np.array([centre_xy[0], centre_xy[1], float(np.median(traj[:, 2]))])
-    if target_jitter > 0:
-        target = target + rng.uniform(-target_jitter, target_jitter, 3) * np.array([1.0, 1.0, 1 / 3])
-    floor = (float(aim[..., 2].min()) - 80.0) if ground_z is None else float(ground_z)
-
-    azimuth = rng.uniform(0.0, 2.0 * np.pi)
-    height = floor + rng.uniform(*height_range)
-    dist = max(rng.uniform(*distance_range), radius + clearance)
-    direction = np.array([np.cos(azimuth), np.sin(azimuth)])
-    while True:
-        pos = np.array([*(centre_xy + dist * direction), height])
-        R, t = look_at(pos, target)
-        seen = _in_image_fraction(sub, R, t, intr) >= min_in_image
-        if seen or dist >= max_distance:
-            return R, t, seen
-        dist = min(dist + distance_step, max_distance)
 
 
 # --------------------------------------------------------------------------------------------
