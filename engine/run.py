@@ -111,21 +111,16 @@ def _fail(msg: str) -> int:
     return EXIT_BAD_INPUT
 
 
-class _Progress:
-    """Outputs written so far (reported if the run is interrupted)."""
-    written: list = []
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _Progress.written = []
+    written: list[Path] = []          # outputs finished so far, reported if the run is interrupted
     try:
-        return _run(args)
+        return _run(args, written)
     except InputError as e:
         return _fail(str(e))
     except KeyboardInterrupt:
-        if _Progress.written:
-            print(f"interrupted: {len(_Progress.written)} finished output(s) kept; the clip in progress was "
+        if written:
+            print(f"interrupted: {len(written)} finished output(s) kept; the clip in progress was "
                   "not written", file=sys.stderr)
         else:
             print("interrupted: no output written", file=sys.stderr)
@@ -160,7 +155,7 @@ def _check_args(args) -> list[str]:
     return exports
 
 
-def _run(args) -> int:
+def _run(args, written: list[Path]) -> int:
     import torch
 
     from .backends import BackendUnavailable, make_backend
@@ -205,7 +200,7 @@ def _run(args) -> int:
         raise InputError(str(e)) from None
 
     if not batch:
-        _lift_clip(args, lifter, clips[0], False, exports, str(ckpt))
+        _lift_clip(args, lifter, clips[0], False, exports, str(ckpt), written)
         return 0
     if args.output is not None and args.output.exists() and not args.output.is_dir():
         raise InputError(f"--output {args.output}: with several inputs --output must be a folder")
@@ -214,7 +209,7 @@ def _run(args) -> int:
         if not args.quiet:
             print(f"[{i + 1}/{len(clips)}] {clip}", file=sys.stderr)
         try:
-            _lift_clip(args, lifter, clip, True, exports, str(ckpt))
+            _lift_clip(args, lifter, clip, True, exports, str(ckpt), written)
         except InputError as e:
             failed += 1
             print(f"error: {e}", file=sys.stderr)
@@ -223,7 +218,8 @@ def _run(args) -> int:
     return EXIT_BAD_INPUT if failed else 0
 
 
-def _lift_clip(args, lifter, clip: Path, batch: bool, exports: list[str], ckpt: str) -> None:
+def _lift_clip(args, lifter, clip: Path, batch: bool, exports: list[str], ckpt: str,
+               written: list[Path]) -> None:
     """Read, check and prepare every person first (so a bad input writes nothing), then lift."""
     from .api import StarPoseLifter, prepare_keypoints, resolve_intrinsics
     from .batch import output_path
@@ -285,7 +281,7 @@ def _lift_clip(args, lifter, clip: Path, batch: bool, exports: list[str], ckpt: 
             from .writers import write_exports
             write_exports(out, exports, arrays, meta["fps"], meta)
         write_npz_atomic(out, **arrays)
-        _Progress.written.append(out)
+        written.append(out)
         if not args.quiet:
             n = kp.shape[0]
             print(f"lifted {n} frames in {dt:.2f} s ({n / dt:.1f} frames/s, backend {args.backend}, "
