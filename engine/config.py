@@ -116,11 +116,20 @@ class StarPoseConfig:
     name: str = "paper"
     skeleton: str = "h36m17"
     fps: float = 50.0          # the rate the model was trained at
+    # what the networks see of the 2D (engine/input_norm.py): 'person' (per-frame centred and
+    # scaled by the person's extent) or 'screen' (the default only so that checkpoints written
+    # before this field existed load with the representation they were trained on)
+    input_norm: str = "screen"
     context: ContextConfig = field(default_factory=ContextConfig)
     hpim: HPIMConfig = field(default_factory=HPIMConfig)
     denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
+
+    def __post_init__(self) -> None:
+        from .input_norm import INPUT_NORMS
+        if self.input_norm not in INPUT_NORMS:
+            raise ValueError(f"input_norm must be one of {INPUT_NORMS}, got {self.input_norm!r}")
 
     @property
     def num_joints(self) -> int:
@@ -188,15 +197,17 @@ def _positive(obj: Any, *names: str) -> None:
 
 
 PRESETS: dict[str, StarPoseConfig] = {
-    "paper": StarPoseConfig(name="paper"),
+    "paper": StarPoseConfig(name="paper", input_norm="person"),
     "small": StarPoseConfig(
         name="small",
+        input_norm="person",
         context=ContextConfig(frames=27, dim=64, depth=2, heads=4, mlp_ratio=2.0),
         hpim=HPIMConfig(history=9, dim=32, spatial_depth=1, layers=2, heads=4),
         denoiser=DenoiserConfig(hidden=64, blocks=3, heads=4, step_dim=64),
     ),
     "tiny": StarPoseConfig(
         name="tiny",
+        input_norm="person",
         context=ContextConfig(frames=9, dim=16, depth=1, heads=2, mlp_ratio=2.0),
         hpim=HPIMConfig(history=4, dim=8, spatial_depth=1, layers=1, heads=2),
         denoiser=DenoiserConfig(hidden=16, blocks=3, heads=2, step_dim=16),

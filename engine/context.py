@@ -1,6 +1,6 @@
 """Context encoder: a MixSTE-style spatial/temporal transformer (sequence to sequence).
 
-Maps a window of F normalised 2D poses to per-frame context features f_2D (the conditioning of
+Maps a window of F normalised 2D poses (seen through :func:`engine.input_norm.network_input`) to per-frame context features f_2D (the conditioning of
 the denoiser) and an initial root-relative 3D estimate (the anchor the diffusion refines).
 Structure follows MixSTE (anchors.md section 4): Linear 2 -> C, learned spatial and temporal
 position embeddings, ``depth`` pairs of (spatial block over J joints, temporal block over F
@@ -12,14 +12,16 @@ import torch
 from torch import nn
 
 from .config import ContextConfig
+from .input_norm import network_input
 from .layers import TransformerBlock
 
 
 class ContextEncoder(nn.Module):
-    def __init__(self, cfg: ContextConfig, num_joints: int, root: int = 0):
+    def __init__(self, cfg: ContextConfig, num_joints: int, root: int = 0, input_norm: str = "screen"):
         super().__init__()
         self.cfg = cfg
         self.root = root
+        self.input_norm = input_norm
         c = cfg.dim
         self.embed = nn.Linear(2, c)
         self.spatial_pos = nn.Parameter(torch.zeros(1, num_joints, c))
@@ -36,7 +38,7 @@ class ContextEncoder(nn.Module):
         b, f, j, _ = kp2d.shape
         if f != self.cfg.frames:
             raise ValueError(f"context window has {f} frames, the encoder expects {self.cfg.frames}")
-        x = self.embed(kp2d) + self.spatial_pos                      # (B, F, J, C)
+        x = self.embed(network_input(kp2d, self.input_norm)) + self.spatial_pos   # (B, F, J, C)
         c = x.shape[-1]
         for i, (sblk, tblk) in enumerate(zip(self.spatial, self.temporal)):
             x = sblk(x.reshape(b * f, j, c)).reshape(b, f, j, c)      # attention over joints

@@ -16,6 +16,7 @@ from .diffusion import alphas_bar
 from .gmm import GMMParams
 from .guidance import SkeletonTerms
 from .hpim import HPIM
+from .input_norm import network_input
 from .skeleton import get_skeleton
 
 
@@ -25,7 +26,7 @@ class StarPose(nn.Module):
         self.cfg = cfg
         self.skeleton = get_skeleton(cfg.skeleton)
         j = self.skeleton.num_joints
-        self.context = ContextEncoder(cfg.context, j, self.skeleton.root)
+        self.context = ContextEncoder(cfg.context, j, self.skeleton.root, cfg.input_norm)
         self.hpim = HPIM(cfg.hpim, self.skeleton) if cfg.hpim.enabled else None
         self.denoiser = Denoiser(cfg.denoiser, self.skeleton, cfg.context.dim,
                                  cfg.hpim.dim if cfg.hpim.enabled else None)
@@ -65,5 +66,11 @@ class StarPose(nn.Module):
 
     def frame_condition(self, f2d: torch.Tensor, kp2d: torch.Tensor, hist2d: torch.Tensor,
                         hist3d: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Step-invariant denoiser condition (B, J, D) for one frame of B videos."""
-        return self.denoiser.condition(f2d, kp2d, self.history_features(hist2d, hist3d, mask))
+        """Step-invariant denoiser condition (B, J, D) for one frame of B videos.
+
+        ``kp2d`` (B, J, 2) and ``hist2d`` (B, L, J, 2) are in normalised screen units; the
+        networks see them through :func:`engine.input_norm.network_input`.
+        """
+        norm = self.cfg.input_norm
+        f_his = self.history_features(network_input(hist2d, norm), hist3d, mask)
+        return self.denoiser.condition(f2d, network_input(kp2d, norm), f_his)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from engine.input_norm import network_input
 from torch.testing import assert_close
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -80,7 +82,7 @@ def test_context_encoder_shapes(model):
     f2d_1, _ = model.context(kp[:1])
     assert_close(f2d_1, f2d[:1], rtol=1e-5, atol=1e-5, msg="batch rows must be independent")
     kp2 = kp.clone()
-    kp2[:, -1] += 1.0
+    kp2[:, -1, 3] += 1.0          # one joint of the last frame (a shift of a whole frame is normalised away)
     f2d_2, _ = model.context(kp2)
     assert not torch.allclose(f2d_2[:, 0], f2d[:, 0]), "temporal blocks should mix frames"
 
@@ -207,9 +209,10 @@ def test_frame_condition(model):
     mask = torch.tensor([MASKS["t0_none"], MASKS["partial"], MASKS["full"]], dtype=torch.float32)
     cond = model.frame_condition(f2d, kp, h2, h3, mask)
     assert cond.shape == (b, J, TINY.denoiser.hidden) and torch.isfinite(cond).all()
-    f_his = model.history_features(h2, h3, mask)
+    norm = model.cfg.input_norm
+    f_his = model.history_features(network_input(h2, norm), h3, mask)
     assert f_his.shape == (b, J, TINY.hpim.dim)
-    assert_close(cond, model.denoiser.condition(f2d, kp, f_his))
+    assert_close(cond, model.denoiser.condition(f2d, network_input(kp, norm), f_his))
 
 
 def test_model_without_hpim():
