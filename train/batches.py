@@ -6,14 +6,19 @@ batches it would have seen without the interruption, and each DDP rank draws its
 Keys (B windows of F frames, J joints): ``kp2d`` (B, F, J, 2) normalised screen units, ``conf``
 (B, F, J), ``pose3d`` (B, F, J, 3) metres root-relative camera frame, ``intr`` (B, 4) normalised.
 
-* :class:`CMUWorldSource` -- CMU world-frame motion seen by a **fresh random virtual camera per
-  window** (:func:`train.data.random_virtual_camera`: any azimuth, 0.8-2.2 m high, 3.5-8 m away,
+* :class:`CMUWorldSource` -- world-frame motion (CMU, HDM05: every real set) seen by a **fresh
+  random camera per window**: with probability ``cam_wild_prob`` a users'-footage camera
+  (:func:`train.data.random_wild_camera`: portrait or landscape, focal 0.4-4x the long side, the
+  person 0.1-0.9 of the frame height, 0.1-6 m high, off-centre, partly out of frame), otherwise a
+  Human3.6M-like one (:func:`train.data.random_virtual_camera`: any azimuth, 0.8-2.2 m high, 3.5-8 m away,
   focal 1145 px +- 5 %; aimed at the whole clip with probability ``cam_clip_aim``, else at the
   window, the look-at point jittered by ``cam_target_jitter``, so the person appears anywhere in
   the image as with a fixed real camera; always-centred cameras made the encoder 3x worse on the
   CMU set's own cameras), horizontal flips (``flip_prob``) and, on a fraction ``noise_prob`` of
-  the windows, detector-like 2D noise (:func:`train.data.detector_noise` with its jitter and
-  outlier sizes multiplied by ``U(noise_scale_range)``: jitter, outliers, low confidences).
+  the windows, detector-like 2D (:func:`train.data.detector_artefacts`: jitter relative to the
+  person's size, outliers, missing joints, detector joint definitions; or with ``noise_wild``
+  off :func:`train.data.detector_noise`). Clips are drawn with
+  :func:`train.data.subject_weights` (``subject_power``) so no subject dominates.
 * :class:`ClipWindowSource` -- fixed-camera clips (Human3.6M): :class:`train.data.WindowDataset`
   windows drawn through a :class:`torch.utils.data.DistributedSampler` (one epoch = one pass over
   all windows; the sampler's epoch is the step's epoch), flips and the same noise fraction.
@@ -30,7 +35,8 @@ from engine.camera import normalize_screen
 from engine.skeleton import Skeleton
 
 from .config import TrainConfig
-from .data import Clip, WindowDataset, WorldClip, detector_noise, flip_clip, project_world, random_virtual_camera
+from .data import (Clip, WindowDataset, WorldClip, detector_artefacts, detector_noise, flip_clip, project_world,
+                   random_virtual_camera, random_wild_camera, subject_weights)
 
 
 def _stack(items: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
@@ -47,8 +53,7 @@ class CMUWorldSource:
         self.skeleton = skeleton
         self.tcfg = tcfg
         self.rank, self.world_size = rank, world_size
-        n = np.array([max(1, c.num_frames - self.frames + 1) for c in self.clips], dtype=np.float64)
-        self.p = n / n.sum()
+        self.p = subject_weights(self.clips, self.frames, tcfg.subject_power)
 
     def sample(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
         t = self.tcfg
@@ -56,15 +61,21 @@ class CMUWorldSource:
         start = int(rng.integers(0, max(1, c.num_frames - self.frames + 1)))
         idx = np.minimum(np.arange(start, start + self.frames), c.num_frames - 1)
         world = c.positions_3d[idx]
-        aim = c.positions_3d[::10] if rng.random() < t.cam_clip_aim else world       # (T', J, 3)
-        R, tr, intr = random_virtual_camera(world, rng, root=self.skeleton.root, aim=aim,
-                                            target_jitter=t.cam_target_jitter)
+        if rng.random() < t.cam_wild_prob:
+            R, tr, intr = random_wild_camera(world, rng, root=self.skeleton.root)
+        else:
+            aim = c.positions_3d[::10] if rng.random() < t.cam_clip_aim else world   # (T', J, 3)
+            R, tr, intr = random_virtual_camera(world, rng, root=self.skeleton.root, aim=aim,
+                                                target_jitter=t.cam_target_jitter)
         kp, cam = project_world(world, R, tr, intr)
         if rng.random() < t.flip_prob:
             kp, cam, intr = flip_clip(kp, cam, intr, self.skeleton)
         if rng.random() < t.noise_prob:
-            s = rng.uniform(*t.noise_scale_range)
-            kp, conf = detector_noise(kp, rng, jitter_px=2.5 * s, outlier_px=60.0 * s)
+            if t.noise_wild:
+                kp, conf = detector_artefacts(kp, intr, self.skeleton, rng)
+            else:
+                s = rng.uniform(*t.noise_scale_range)
+                kp, conf = detector_noise(kp, rng, jitter_px=2.5 * s, outlier_px=60.0 * s)
         else:
             conf = np.ones(kp.shape[:2], np.float32)
         r = self.skeleton.root

@@ -51,8 +51,12 @@ class TrainConfig:
     vel_weight: float = 2.0           # MixSTE velocity error
     # ---- augmentation (CMU world clips)
     flip_prob: float = 0.5
-    noise_prob: float = 0.5           # fraction of windows with detector-like 2D noise
-    noise_scale_range: tuple[float, float] = (0.4, 2.0)   # multiplies jitter_px / outlier_px
+    noise_prob: float = 0.6           # fraction of windows with detector-like 2D
+    noise_scale_range: tuple[float, float] = (0.4, 2.0)   # Human3.6M-like cameras: multiplies jitter_px / outlier_px
+    noise_wild: bool = True           # detector 2D = train.data.detector_artefacts (size-relative jitter,
+                                      # outliers, missing joints, joint definitions); False: detector_noise
+    cam_wild_prob: float = 0.7        # P(users'-footage camera, train.data.random_wild_camera), else Human3.6M-like
+    subject_power: float = 0.5        # a subject's sampling share ~ (its windows) ** power (train.data.subject_weights)
     cam_clip_aim: float = 0.5         # P(virtual camera aimed at the whole clip, not the window)
     cam_target_jitter: float = 500.0  # mm, look-at point jitter (train.data.random_virtual_camera)
     # ---- stage 2: GMM

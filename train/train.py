@@ -32,7 +32,10 @@ from .stages import fit_gmm_stage, train_context, train_diffusion
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m train.train", description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="small", help="model + training preset (tiny, small, paper)")
-    p.add_argument("--data", default="cmu", choices=["cmu", "h36m"])
+    p.add_argument("--data", default="real", choices=["real", "cmu", "h36m"],
+                   help="real: every motion set under ../shared/data (CMU, HDM05, ...) minus the validation "
+                        "subjects; cmu: the CMU set only; h36m: Human3.6M files (--h36m-3d, --h36m-2d)")
+    p.add_argument("--data-root", default=None, help="folder holding the *_h36m17 sets (default ../shared/data)")
     p.add_argument("--cmu-root", default=None)
     p.add_argument("--h36m-3d", default=None)
     p.add_argument("--h36m-2d", default=None)
@@ -92,6 +95,9 @@ def init_model(cfg: StarPoseConfig, init: str | None, run_dir: Path, stage: str,
 def make_source(args, tcfg, cfg: StarPoseConfig, d):
     from engine.skeleton import get_skeleton
     skel = get_skeleton(cfg.skeleton)
+    if args.data == "real":
+        from .data import load_world_sets
+        return CMUWorldSource(load_world_sets(args.data_root), cfg.context.frames, skel, tcfg, d.rank, d.world_size)
     if args.data == "cmu":
         from .data import CMU_VAL_SUBJECTS, load_cmu_world
         clips = [c for c in load_cmu_world(args.cmu_root) if int(c.subject) not in CMU_VAL_SUBJECTS]

@@ -179,3 +179,54 @@ def cmu_split(root: str | Path | None = None,
     clips = load_cmu(root, cameras=cameras)
     val = {str(s) for s in CMU_VAL_SUBJECTS}
     return [c for c in clips if c.subject not in val], [c for c in clips if c.subject in val]
+
+
+# ------------------------------------------------------------------------------------------------
+# every real motion set in ../shared/data
+
+#: HDM05 actor held out for validation: mm (subject 504), 44 clips of all 11 motion classes.
+HDM05_VAL_SUBJECTS: tuple[int, ...] = (504,)
+DEFAULT_DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
+#: validation subjects per set (folder name): never trained on
+VAL_SUBJECTS: dict[str, tuple[int, ...]] = {"cmu_h36m17": CMU_VAL_SUBJECTS, "hdm05_h36m17": HDM05_VAL_SUBJECTS}
+
+
+def motion_sets(root: str | Path | None = None) -> list[Path]:
+    """Every ``*_h36m17`` folder under the shared data root (the CMU file format), sorted."""
+    base = Path(root) if root is not None else DEFAULT_DATA_ROOT
+    return sorted(p for p in base.glob("*_h36m17") if p.is_dir() and any(p.glob("*.npz")))
+
+
+def load_world_sets(root: str | Path | None = None, split: str = "train") -> list[WorldClip]:
+    """World clips of every real motion set: ``train`` (all but :data:`VAL_SUBJECTS`) or ``val``.
+
+    Sets without an entry in :data:`VAL_SUBJECTS` (new ones) are used for training only.
+    """
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    sets = motion_sets(root)
+    if not sets:
+        raise FileNotFoundError(f"no *_h36m17 motion set under {Path(root) if root else DEFAULT_DATA_ROOT}")
+    out = []
+    for folder in sets:
+        val = set(VAL_SUBJECTS.get(folder.name, ()))
+        for c in load_cmu_world(folder):
+            if (int(c.subject) in val) == (split == "val"):
+                out.append(c)
+    return out
+
+
+def subject_weights(clips: list[WorldClip], frames: int, power: float = 0.5) -> np.ndarray:
+    """Sampling probability per clip: a subject's share grows as (its windows) ** ``power``.
+
+    ``power`` 1 samples every window equally (CMU subject 1 would be 48 % of the CMU frames);
+    0.5 tempers large subjects; 0 gives every subject the same share. Within a subject, clips are
+    drawn in proportion to their windows.
+    """
+    n = np.array([max(1, c.num_frames - frames + 1) for c in clips], dtype=np.float64)
+    subj = np.array([c.subject for c in clips])
+    p = np.zeros_like(n)
+    for s in np.unique(subj):
+        m = subj == s
+        p[m] = n[m] / n[m].sum() * n[m].sum() ** power
+    return p / p.sum()
