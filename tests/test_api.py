@@ -117,6 +117,33 @@ def test_stream_is_the_pipeline_streaming_lifter_and_matches_offline(lifter):
     np.testing.assert_allclose(got * 1000, offline["poses_3d"], atol=1e-2)
 
 
+def test_lift_encoder_only_is_the_encoders_estimate_in_mm(lifter):
+    from engine.pipeline import VideoInput
+    _, kp = _scene(12)
+    out = lifter.lift(kp, image_size=(W, H), encoder_only=True)
+    assert out["poses_3d"].shape == (12, 17, 3) and out["poses_3d"].dtype == np.float32
+    assert out["poses_3d_std"].shape == (12, 17) and not out["poses_3d_std"].any()
+    assert out["root_trajectory"].shape == (12, 3) and np.isfinite(out["root_trajectory"]).all()
+    m = out["meta"]
+    assert m["encoder_only"] is True and m["method"] == "encoder_only" and m["hypotheses"] is None
+    assert m["units"] == "mm" and m["intrinsics_source"] in ("estimated", "default")
+    # millimetres: the normal lift's encoder estimate (metres) * 1000, root-relative
+    video = VideoInput.from_pixels(kp, Intrinsics.default_for(W, H))
+    initial = lifter.lifter.lift([video])[0].initial
+    np.testing.assert_allclose(out["poses_3d"], initial * 1000, rtol=0, atol=1e-3)
+    np.testing.assert_allclose(out["poses_3d"][:, 0], 0, atol=1e-3)
+    normal = lifter.lift(kp, image_size=(W, H))
+    assert normal["meta"]["encoder_only"] is False and normal["poses_3d_std"].any()
+    # deterministic, resampling keeps the spread at zero, streaming (exact) gives the same poses
+    again = lifter.lift(kp, image_size=(W, H), encoder_only=True, seed=5)
+    np.testing.assert_array_equal(again["poses_3d"], out["poses_3d"])
+    slow = lifter.lift(kp, image_size=(W, H), fps=25, encoder_only=True)
+    assert slow["meta"]["frames_lifted"] == 23 and not slow["poses_3d_std"].any()
+    stream = lifter.stream(image_size=(W, H), encoder_only=True)
+    got = np.concatenate([stream.push(k) for k in kp] + [stream.flush()])
+    np.testing.assert_allclose(got * 1000, out["poses_3d"], atol=1e-3)
+
+
 def test_prepare_rejects_bad_threshold():
     with pytest.raises(InputError, match="conf-threshold"):
         prepare_keypoints(np.zeros((2, 17, 2)), conf_threshold=2.0)

@@ -28,7 +28,8 @@ J = H36M17.num_joints
 T = 6
 W, H = 1000, 800
 FLAGS = ["--input", "--output", "--image-size", "--intrinsics", "--checkpoint", "--backend", "--device",
-         "--hypotheses", "--steps", "--aggregation", "--guidance-mode", "--seed", "--no-guidance", "--rho", "--quiet"]
+         "--hypotheses", "--steps", "--aggregation", "--guidance-mode", "--seed", "--no-guidance", "--rho", "--quiet",
+         "--encoder-only"]
 
 
 @pytest.fixture(scope="module")
@@ -162,6 +163,43 @@ def test_flags_change_or_keep_results(npy, tiny_checkpoint, capsys, tmp_path):
     assert np.isfinite(full["poses_3d"]).all()
     intr = go("intr", "--intrinsics", 1200, 1150, 510, 390)
     assert json.loads(str(intr["meta"]))["intrinsics_px"] == [1200.0, 1150.0, 510.0, 390.0]
+
+
+def test_encoder_only_writes_meta_and_zero_std(npy, tiny_checkpoint, capsys, tmp_path, kp):
+    dst = tmp_path / "enc.npz"
+    rc, out, err = run(["--input", npy, "--image-size", W, H, "--checkpoint", tiny_checkpoint, "--output", dst,
+                        "--encoder-only"], capsys)                      # no --quiet: the summary line too
+    assert rc == 0 and out.strip() == str(dst), err
+    assert "context encoder only" in err and "hypotheses" not in err
+    res = load_out(dst)
+    meta = json.loads(str(res["meta"]))
+    assert meta["encoder_only"] is True and meta["method"] == "encoder_only"
+    assert meta["hypotheses"] is None and meta["steps"] is None and meta["rho"] is None and meta["seed"] is None
+    assert res["poses_3d"].shape == (T, J, 3) and res["poses_3d_std"].shape == (T, J)
+    assert res["poses_3d_std"].dtype == np.float32 and not res["poses_3d_std"].any()
+    model = load_checkpoint(tiny_checkpoint)
+    video = VideoInput.from_pixels(kp, Intrinsics.default_for(W, H))
+    ref = Lifter(model).lift([video], seed=0)[0]
+    np.testing.assert_allclose(res["poses_3d"], ref.initial * 1000, rtol=0, atol=1e-3)   # mm, the encoder's
+    assert res["root_trajectory"].shape == (T, 3) and np.isfinite(res["root_trajectory"]).all()
+    assert (res["root_trajectory"][:, 2] > 0).all(), "root trajectory in front of the camera, as normally"
+    full = lift_ok(base(npy, tiny_checkpoint, "--output", tmp_path / "full.npz"), capsys, tmp_path / "full.npz")
+    m = json.loads(str(full["meta"]))
+    assert m["encoder_only"] is False and m["method"] == "diffusion" and m["hypotheses"] == 3
+    assert full["poses_3d_std"].any()
+
+
+@pytest.mark.parametrize("extra", [["--hypotheses", 2], ["--steps", 2], ["--no-guidance"], ["--rho", 0.01],
+                                   ["--aggregation", "reproj", "--guidance-mode", "x0"]])
+def test_encoder_only_rejects_sampler_flags(npy, tiny_checkpoint, capsys, tmp_path, extra):
+    dst = tmp_path / "x.npz"
+    rc, out, err = run(base(npy, tiny_checkpoint, "--output", dst, "--encoder-only", *extra), capsys)
+    assert rc == 2 and out == ""
+    lines = err.strip("\n").split("\n")
+    assert len(lines) == 1 and lines[0].startswith("error: --encoder-only"), err
+    for flag in (str(e) for e in extra if str(e).startswith("--")):
+        assert flag in lines[0], err
+    assert not dst.exists()
 
 
 def test_intrinsics_imply_image_size(npy, tiny_checkpoint, capsys, tmp_path):

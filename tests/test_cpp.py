@@ -29,7 +29,7 @@ pytestmark = pytest.mark.skipif(REASON is not None, reason=f"C++ runner unavaila
 
 from engine.pipeline import Lifter, VideoInput  # noqa: E402
 from export.golden import load_golden  # noqa: E402
-from test_onnx import assert_frames_close  # noqa: E402
+from test_onnx import NET_TOL, assert_frames_close  # noqa: E402
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "golden_tiny.npz"
 BATCH_TOL = 1e-5
@@ -229,6 +229,17 @@ def test_cpp_video_noise_reuses_the_first_draw(golden, backend):
     assert _max_diff(video[0].poses, frame[0].poses) > 1e-4
     with pytest.raises(ValueError, match="noise must be 'frame' or 'video'"):
         backend.runner.lift(_arrays(golden.videos[:1]), settings={"noise": "sometimes"})
+
+
+def test_cpp_encoder_only_goes_through_context_and_matches_eager(golden, backend, monkeypatch):
+    """Encoder-only lifting on 'cpp' runs the exported context graph (CppBackend.context, ORT's
+    Python API), never the C++ whole loop, and equals eager torch."""
+    monkeypatch.setattr(backend, "lift", lambda *a, **k: pytest.fail("encoder-only must not run the C++ loop"))
+    got = Lifter(golden.model, backend).lift(golden.videos, encoder_only=True)
+    want = Lifter(golden.model).lift_encoder_only(golden.videos)
+    for g, w in zip(got, want):       # graph vs eager: test_onnx's per-graph tolerance
+        torch.testing.assert_close(torch.from_numpy(g.poses), torch.from_numpy(w.poses), **NET_TOL)
+        assert not g.spread.any()
 
 
 def test_exported_backends_reject_full_guidance_up_front(golden, backend):

@@ -166,6 +166,16 @@ def test_ort_backend_matches_golden(golden, backend, aggregation):
     _assert_results(res, golden.ref[aggregation], f"onnx/{aggregation}")
 
 
+def test_ort_backend_encoder_only_matches_eager(golden, backend):
+    """Encoder-only lifting through the exported context graph == eager torch (all windows, batched)."""
+    got = Lifter(golden.model, backend).lift(golden.videos, encoder_only=True)
+    want = Lifter(golden.model).lift_encoder_only(golden.videos, window_batch=1)
+    for i, (g, w) in enumerate(zip(got, want)):
+        torch.testing.assert_close(torch.from_numpy(g.poses), torch.from_numpy(w.poses), **NET_TOL,
+                                   msg=lambda m: f"video {i}: {m}")
+        assert not g.spread.any()
+
+
 def test_ort_backend_registry_and_providers(golden, export_dir):
     be = make_backend("onnx", golden.model)
     assert be.providers == ["CPUExecutionProvider"]

@@ -256,3 +256,76 @@ def test_video_noise_streaming_equals_offline(model, raw):
     stream = StreamingLifter(lifter, INTRS[23], seed=5)
     out = np.concatenate([stream.push(f) for f in raw[23]] + [stream.flush()])
     _close(out, off, "streaming with noise='video'")
+
+
+# ----------------------------------------------------------------------------------------------
+# encoder only
+
+def _context_reference(model, v):
+    """Per window, eager model.context on that window alone -> (T, J, 3) init3d."""
+    out = np.zeros((v.frames, J, 3), np.float32)
+    with torch.no_grad():
+        for start, first, stop in plan_windows(v.frames, F):
+            _, init3d = model.context(window_slice(v.kp2d, start, F)[None])
+            out[first:stop] = init3d[0, first - start:stop - start].numpy()
+    return out
+
+
+@pytest.mark.parametrize("window_batch", [32, 2])
+def test_encoder_only_equals_model_context(model, lifter, videos, batched, window_batch):
+    done = []
+    res = lifter.lift_encoder_only(videos, progress=done.append, window_batch=window_batch)
+    assert sum(done) == sum(LENGTHS)
+    assert len(done) == -(-sum(len(plan_windows(t, F)) for t in LENGTHS) // window_batch)
+    for v, r, full in zip(videos, res, batched):
+        assert r.poses.shape == (v.frames, J, 3) and r.poses.dtype == np.float32
+        assert r.spread.shape == (v.frames, J) and r.spread.dtype == np.float32 and not r.spread.any()
+        np.testing.assert_array_equal(r.initial, r.poses)
+        np.testing.assert_allclose(r.poses, _context_reference(model, v), rtol=0, atol=1e-6,
+                                   err_msg=f"{v.frames}-frame video != model.context on its windows")
+        np.testing.assert_allclose(r.poses, full.initial, rtol=0, atol=1e-6,
+                                   err_msg="encoder only == the autoregressive path's initial")
+        np.testing.assert_array_equal(r.poses[:, H36M17.root], 0)
+    via_lift = lifter.lift(videos[::-1], seed=7, encoder_only=True)[::-1]    # order and seed do not matter
+    for a, b in zip(res, via_lift):
+        np.testing.assert_allclose(a.poses, b.poses, rtol=0, atol=1e-6)
+    assert lifter.lift([], encoder_only=True) == []
+    with pytest.raises(ValueError, match="noise"):
+        lifter.lift(videos, noise=[torch.zeros(1)] * 3, encoder_only=True)
+
+
+def test_encoder_only_uses_context_of_a_whole_loop_backend(model, videos):
+    """A backend whose ``lift`` replaces the loop (the C++ runner) is still lifted through its ``context``."""
+    from engine.pipeline import TorchBackend
+
+    class WholeLoop(TorchBackend):
+        calls = 0
+
+        def context(self, kp_windows):
+            WholeLoop.calls += 1
+            return super().context(kp_windows)
+
+        def lift(self, *a, **k):
+            raise AssertionError("encoder-only lifting must not run the backend's whole loop")
+
+    res = Lifter(model, WholeLoop(model)).lift(videos, encoder_only=True)
+    assert WholeLoop.calls == 1
+    for v, r in zip(videos, res):
+        np.testing.assert_allclose(r.poses, _context_reference(model, v), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["exact", "causal"])
+def test_encoder_only_streaming(model, lifter, raw, mode):
+    kp, intr = raw[23], INTRS[23]
+    v = VideoInput.from_pixels(kp, intr)
+    s = StreamingLifter(lifter, intr, mode=mode, encoder_only=True)
+    got = np.concatenate([s.push(f) for f in kp] + [s.flush()])
+    assert got.shape == (23, J, 3) and got.dtype == np.float32
+    if mode == "exact":
+        _close(got, lifter.lift_encoder_only([v])[0].poses, "exact encoder-only streaming != offline")
+        return
+    with torch.no_grad():           # causal: frame t from the window of the last F frames (front-padded)
+        for t in (0, 4, 22):
+            past = v.kp2d[max(0, t - F + 1):t + 1]
+            win = torch.cat([past[:1].expand(F - len(past), J, 2), past])
+            _close(got[t], model.context(win[None])[1][0, -1].numpy(), f"causal encoder-only frame {t}")
