@@ -31,18 +31,21 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from engine.camera import Intrinsics
 from engine.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from engine.metrics import MPI_PCK_JOINTS_H36M, acc_err, auc, mpjpe, mpjve, p_mpjpe, pck
 from engine.model import StarPose
-from engine.pipeline import Lifter, VideoInput, plan_windows, window_slice
+from engine.pipeline import Lifter, VideoInput
+from engine.skeleton import H36M17
 
-from .data import Clip, detector_noise
+from .data import Clip, detector_artefacts, detector_noise
 
 METRICS = ("mpjpe", "p_mpjpe", "mpjve", "acc_err")
 HEAD = {"mpjpe": "MPJPE", "p_mpjpe": "P-MPJPE", "mpjve": "MPJVE", "acc_err": "ACC-ERR", "pck": "PCK",
@@ -58,7 +61,35 @@ class Prepared:
     valid: list[np.ndarray]      # (T,) bool
 
 
-def prepare(clips: list[Clip], noisy: bool, noise_seed: int, max_frames: int | None, root: int = 0) -> Prepared:
+@dataclass(frozen=True)
+class Condition:
+    """How the 2D reaches the lifter: exact or detector-like, true intrinsics or only the image size."""
+    name: str
+    noisy: bool
+    intrinsics_given: bool = True
+
+
+def conditions_for(noisy_2d: bool, intrinsics: str) -> list[Condition]:
+    """The evaluated conditions: exact (+ noisy) 2D x intrinsics given / default / both."""
+    given = {"given": (True,), "default": (False,), "both": (True, False)}[intrinsics]
+    out = []
+    for noisy in (False, True) if noisy_2d else (False,):
+        for g in given:
+            name = ("noisy" if noisy else "exact") + ("" if intrinsics == "given" else (", K given" if g else ", no K"))
+            out.append(Condition(name, noisy, g))
+    return out
+
+
+def prepare(clips: list[Clip], noisy: bool, noise_seed: int, max_frames: int | None, root: int = 0,
+            noise_model: str = "h36m", intrinsics_given: bool = True) -> Prepared:
+    """Inputs and ground truth of every clip.
+
+    ``noise_model``: ``h36m`` = :func:`train.data.detector_noise` (pixel jitter sized for a
+    Human3.6M frame; the numbers of earlier reports), ``wild`` = :func:`train.data.detector_artefacts`
+    (jitter relative to the person's size, outliers, missing joints, detector joint definitions).
+    ``intrinsics_given`` False lifts with ``Intrinsics.default_for(W, H)``, as a user who passes
+    only ``--image-size``.
+    """
     vids, gts, valid = [], [], []
     out_clips = []
     for i, c in enumerate(clips):
@@ -68,9 +99,14 @@ def prepare(clips: list[Clip], noisy: bool, noise_seed: int, max_frames: int | N
         if max_frames:
             kp, pos, v = kp[:max_frames], pos[:max_frames], v[:max_frames]
         if noisy:
-            kp, conf = detector_noise(kp, np.random.default_rng((noise_seed, i)))
+            rng = np.random.default_rng((noise_seed, i))
+            if noise_model == "wild":
+                kp, conf = detector_artefacts(kp, c.intrinsics, H36M17, rng)
+            else:
+                kp, conf = detector_noise(kp, rng)
             kp = np.concatenate([kp, conf[..., None]], -1)
-        vids.append(VideoInput.from_pixels(kp, c.intrinsics))
+        intr = c.intrinsics if intrinsics_given else Intrinsics.default_for(c.intrinsics.width, c.intrinsics.height)
+        vids.append(VideoInput.from_pixels(kp, intr))
         gts.append(pos - pos[:, root:root + 1])
         valid.append(v)
         out_clips.append(c)
@@ -115,21 +151,12 @@ def run_lifter(model: StarPose, prep: Prepared, guidance: bool, seed: int = 0, r
 
 
 def context_only(model: StarPose, prep: Prepared) -> tuple[list[np.ndarray], float]:
-    """The context encoder's init3d per clip (mm), and its frames/s alone (windows as the Lifter)."""
-    f = model.cfg.context.frames
-    outs = []
+    """The context encoder's init3d per clip (mm; ``--encoder-only``), and its frames/s alone."""
     t0 = time.perf_counter()
     with torch.no_grad():
-        for v in prep.videos:
-            plans = plan_windows(v.frames, f)
-            wins = torch.stack([window_slice(v.kp2d, s, f) for s, _, _ in plans])
-            _, init = model.context(wins)
-            pose = np.zeros((v.frames, model.num_joints, 3), np.float32)
-            for (s, first, stop), w in zip(plans, init.numpy()):
-                pose[first:stop] = w[first - s:stop - s]
-            outs.append(pose * 1000.0)
+        res = Lifter(model).lift_encoder_only(prep.videos)
     dt = time.perf_counter() - t0
-    return outs, sum(v.frames for v in prep.videos) / dt
+    return [r.poses * 1000.0 for r in res], sum(v.frames for v in prep.videos) / dt
 
 
 def evaluate_preds(prep: Prepared, preds: list[np.ndarray], group_fn, mpi: bool = False):
@@ -169,7 +196,44 @@ def fmt_table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+def wild_clips(world_clips, seed: int, kinds=None) -> list[Clip]:
+    """The wild validation: every world clip seen by every camera kind of :data:`train.data.WILD_KINDS`.
+
+    One camera per (clip, kind), drawn from ``np.random.default_rng((seed, crc32(clip id), kind))``,
+    so the set is the same on every machine. Clips are named ``<clip id>/<kind>``.
+    """
+    from .data import WILD_KINDS, project_track, wild_camera_track
+    out = []
+    for wc in world_clips:
+        for ki, kind in enumerate(kinds or WILD_KINDS):
+            rng = np.random.default_rng((seed, zlib.crc32(wc.name.encode()), ki))
+            Rs, ts, intr = wild_camera_track(wc.positions_3d, kind, rng)
+            kp, cam = project_track(wc.positions_3d, Rs, ts, intr)
+            out.append(Clip(name=f"{wc.name}/{kind.name}", subject=wc.subject, keypoints_2d=kp, positions_3d=cam,
+                            intrinsics=intr, fps=wc.fps, action=wc.action, camera=kind.name))
+    return out
+
+
+def _hdm05_class(c: Clip) -> str:
+    return c.name.split("/")[0].split("_")[1]
+
+
 def load_split(args) -> tuple[list[Clip], callable, bool]:
+    if args.data == "wild":
+        from .data import CMU_VAL_SUBJECTS, HDM05_VAL_SUBJECTS, load_cmu_world
+        from .data.cmu import DEFAULT_DATA_ROOT
+        root = Path(args.data_root) if args.data_root else DEFAULT_DATA_ROOT
+        world = load_cmu_world(root / "cmu_h36m17", subjects=CMU_VAL_SUBJECTS)
+        if args.wild_hdm05:
+            world += load_cmu_world(root / "hdm05_h36m17", subjects=HDM05_VAL_SUBJECTS)
+        return wild_clips(world, args.wild_seed), (lambda c: c.camera), False
+    if args.data == "hdm05":
+        from .data import HDM05_VAL_SUBJECTS, load_cmu
+        from .data.cmu import DEFAULT_DATA_ROOT
+        root = Path(args.data_root) if args.data_root else DEFAULT_DATA_ROOT
+        clips = load_cmu(root / "hdm05_h36m17", subjects=HDM05_VAL_SUBJECTS,
+                         cameras=[int(c) for c in args.cameras.split(",")] if args.cameras else None)
+        return clips, _hdm05_class, False
     if args.data == "cmu":
         from .data import CMU_VAL_SUBJECTS, load_cmu
         subjects = CMU_VAL_SUBJECTS if args.split == "val" else TUNE_SUBJECTS
@@ -190,7 +254,19 @@ def load_split(args) -> tuple[list[Clip], callable, bool]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default="cmu", choices=["cmu", "h36m", "3dhp"])
+    p.add_argument("--data", default="cmu", choices=["cmu", "wild", "hdm05", "h36m", "3dhp"],
+                   help="cmu: CMU validation subjects 3, 9, 16 on the set's Human3.6M-like cameras; wild: the same "
+                        "subjects through the four users'-footage camera kinds (train.data.WILD_KINDS), per kind; "
+                        "hdm05: HDM05 actor mm (504) on the set's cameras, per motion class")
+    p.add_argument("--data-root", default=None, help="folder of the *_h36m17 sets (default ../shared/data)")
+    p.add_argument("--wild-seed", type=int, default=2026, help="seed of the wild validation cameras")
+    p.add_argument("--wild-hdm05", action="store_true", help="wild: add HDM05 actor mm's clips")
+    p.add_argument("--noise-model", choices=("h36m", "wild"), default=None,
+                   help="noisy 2D: h36m = detector_noise (pixel jitter, as earlier reports), wild = "
+                        "detector_artefacts (size-relative, missing joints, joint definitions); "
+                        "default wild for --data wild, else h36m")
+    p.add_argument("--intrinsics", choices=("given", "default", "both"), default="given",
+                   help="lift with the true intrinsics, with only the image size (default f), or both")
     p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     p.add_argument("--baseline", default=None, help="no-HPIM diffusion checkpoint (baseline rows)")
     p.add_argument("--stpgt-baseline", default=None,
@@ -239,7 +315,15 @@ def main(argv: list[str] | None = None) -> int:
     out: dict = {"checkpoint": args.checkpoint, "data": args.data, "split": args.split,
                  "max_frames": args.max_frames, "threads": torch.get_num_threads(),
                  "rho_checkpoint": model.cfg.guidance.rho}
-    conditions = [("exact", False)] + ([("noisy", True)] if args.noisy_2d else [])
+    noise_model = args.noise_model or ("wild" if args.data == "wild" else "h36m")
+    out["noise_model"] = noise_model
+    out["intrinsics"] = args.intrinsics
+    conditions = conditions_for(args.noisy_2d, args.intrinsics)
+
+    def prep_for(cond: Condition) -> Prepared:
+        return prepare(clips, cond.noisy, args.noise_seed, args.max_frames, noise_model=noise_model,
+                       intrinsics_given=cond.intrinsics_given)
+
     print(f"# StarPose evaluation: {args.data} ({args.split}), checkpoint {args.checkpoint}, "
           f"{len(clips)} clips, max_frames {args.max_frames}, torch threads {torch.get_num_threads()}\n")
 
@@ -248,19 +332,20 @@ def main(argv: list[str] | None = None) -> int:
         rows, res = [], {}
         for r in rhos:
             row = [f"{r:g}"]
-            for cname, noisy in conditions:
-                prep = prepare(clips, noisy, args.noise_seed, args.max_frames)
+            for cond in conditions:
+                cname = cond.name
+                prep = prep_for(cond)
                 preds, _, fps = run_lifter(model, prep, guidance=r > 0, seed=args.seed, rho=r, diffusion=diffusion)
                 tot, _ = evaluate_preds(prep, preds, group_fn, mpi)
                 res.setdefault(cname, {})[r] = tot
                 row += [tot["mpjpe"], tot["mpjve"]]
             rows.append(row)
-        header = ["rho"] + [f"{HEAD[k]} {c}" for c, _ in conditions for k in ("mpjpe", "mpjve")]
+        header = ["rho"] + [f"{HEAD[k]} {c.name}" for c in conditions for k in ("mpjpe", "mpjve")]
         print("## rho tuning\n\n" + fmt_table(header, rows) + "\n")
         keys_t = ("mpjpe", "mpjve") if args.tune_criterion == "mpjpe+mpjve" else ("mpjpe",)
-        score = {r: np.mean([sum(res[c][r][k] for k in keys_t) for c, _ in conditions]) for r in rhos}
+        score = {r: np.mean([sum(res[c.name][r][k] for k in keys_t) for c in conditions]) for r in rhos}
         best = min(score, key=score.get)
-        print(f"best rho (mean of {' + '.join(keys_t)} over {', '.join(c for c, _ in conditions)} 2D): {best:g}\n")
+        print(f"best rho (mean of {' + '.join(keys_t)} over {', '.join(c.name for c in conditions)} 2D): {best:g}\n")
         out["tune_rho"] = {c: {str(r): v for r, v in d.items()} for c, d in res.items()}
         out["best_rho"] = best
         if args.json:
@@ -268,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     # methods: (label, model, guidance)
-    methods: list[tuple[str, StarPose | None, bool]] = [("context encoder", None, False)]
+    methods: list[tuple[str, StarPose | None, bool]] = [("context encoder (--encoder-only)", None, False)]
     if args.ablation:
         base = load_checkpoint(args.baseline) if args.baseline else None
         stpgt = load_checkpoint(args.stpgt_baseline) if args.stpgt_baseline else None
@@ -282,8 +367,9 @@ def main(argv: list[str] | None = None) -> int:
             methods.append(("baseline (no HPIM, no STPG)", load_checkpoint(args.baseline), False))
         methods.append(("StarPose (HPIM + STPG-I)", model, model.cfg.guidance.enabled))
     summary: dict = {}
-    for cname, noisy in conditions:
-        prep = prepare(clips, noisy, args.noise_seed, args.max_frames)
+    for cond in conditions:
+        cname = cond.name
+        prep = prep_for(cond)
         summary[cname] = {}
         per_group_all = {}
         preds_all = {}
@@ -319,11 +405,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for label, _, _ in methods:
         row = [label]
-        for cname, _ in conditions:
-            row += [summary[cname][label][k] for k in keys]
-        row.append(summary[conditions[0][0]][label]["fps"])
+        for cond in conditions:
+            row += [summary[cond.name][label][k] for k in keys]
+        row.append(summary[conditions[0].name][label]["fps"])
         rows.append(row)
-    header = ["method"] + [f"{HEAD[k]} ({c})" for c, _ in conditions for k in keys] + ["FPS (exact)"]
+    header = ["method"] + [f"{HEAD[k]} ({c.name})" for c in conditions for k in keys] + ["FPS (exact)"]
     print("## Summary (mm; FPS = frames/s of the batched pass, this machine)\n\n" + fmt_table(header, rows) + "\n")
     out["summary"] = summary
     if args.json:
