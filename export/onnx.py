@@ -371,8 +371,8 @@ def load_spec(export_dir: str | Path) -> dict:
 
 
 # engine modules that define what the graphs compute (a change to any of them invalidates the cache)
-_GRAPH_SOURCES = ("camera", "config", "context", "denoiser", "diffusion", "gmm", "guidance", "hpim", "input_norm", "layers",
-                  "model", "skeleton")
+_GRAPH_SOURCES = ("camera", "config", "context", "denoiser", "diffusion", "gmm", "guidance", "hpim", "input_norm",
+                  "layers", "model", "skeleton")
 
 
 def _source_digest() -> str:
