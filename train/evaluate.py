@@ -199,14 +199,15 @@ def fmt_table(header: list[str], rows: list[list]) -> str:
 def wild_clips(world_clips, seed: int, kinds=None) -> list[Clip]:
     """The wild validation: every world clip seen by every camera kind of :data:`train.data.WILD_KINDS`.
 
-    One camera per (clip, kind), drawn from ``np.random.default_rng((seed, crc32(clip id), kind))``,
-    so the set is the same on every machine. Clips are named ``<clip id>/<kind>``.
+    One camera per (clip, kind), drawn from ``np.random.default_rng((seed, crc32(clip id),
+    crc32(kind name)))``, so the set is the same on every machine and for any subset of kinds.
+    Clips are named ``<clip id>/<kind>``.
     """
     from .data import WILD_KINDS, project_track, wild_camera_track
     out = []
     for wc in world_clips:
-        for ki, kind in enumerate(kinds or WILD_KINDS):
-            rng = np.random.default_rng((seed, zlib.crc32(wc.name.encode()), ki))
+        for kind in kinds or WILD_KINDS:
+            rng = np.random.default_rng((seed, zlib.crc32(wc.name.encode()), zlib.crc32(kind.name.encode())))
             Rs, ts, intr = wild_camera_track(wc.positions_3d, kind, rng)
             kp, cam = project_track(wc.positions_3d, Rs, ts, intr)
             out.append(Clip(name=f"{wc.name}/{kind.name}", subject=wc.subject, keypoints_2d=kp, positions_3d=cam,
@@ -223,8 +224,8 @@ def load_split(args) -> tuple[list[Clip], callable, bool]:
         from .data import CMU_VAL_SUBJECTS, HDM05_VAL_SUBJECTS, load_cmu_world
         from .data.cmu import DEFAULT_DATA_ROOT
         root = Path(args.data_root) if args.data_root else DEFAULT_DATA_ROOT
-        world = load_cmu_world(root / "cmu_h36m17", subjects=CMU_VAL_SUBJECTS)
-        if args.wild_hdm05:
+        world = load_cmu_world(root / "cmu_h36m17", subjects=CMU_VAL_SUBJECTS if args.split == "val" else TUNE_SUBJECTS)
+        if args.wild_hdm05 and args.split == "val":
             world += load_cmu_world(root / "hdm05_h36m17", subjects=HDM05_VAL_SUBJECTS)
         return wild_clips(world, args.wild_seed), (lambda c: c.camera), False
     if args.data == "hdm05":
@@ -277,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--h36m-2d", default=None)
     p.add_argument("--3dhp", dest="mpi3dhp", default=None)
     p.add_argument("--split", default="val", choices=["val", "tune"],
-                   help="cmu: val = subjects 3, 9, 16; tune = training subjects 7, 8, 10 (rho tuning)")
+                   help="cmu and wild: val = subjects 3, 9, 16; tune = training subjects 7, 8, 10 (rho tuning)")
     p.add_argument("--cameras", default=None, help="cmu camera indices, e.g. 0,2")
     p.add_argument("--clips", default=None, help="only these clip ids / subjects, e.g. 03_03,03_04")
     p.add_argument("--noisy-2d", action="store_true", help="also evaluate with detector-like 2D noise")

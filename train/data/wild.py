@@ -140,7 +140,9 @@ WILD_KINDS: tuple[WildKind, ...] = (
              "placed for a person 45-70 % of the frame height, pans to follow", (1080, 1920), (0.75, 0.9), (0.45, 0.7),
              (1200.0, 1600.0), True),
     WildKind("high_wide", "action camera mounted 3.5-5 m high looking down, 1920x1080, f 0.4-0.5x, "
-             "static, aimed at the whole clip, placed for a person 25-45 % of the frame height", (1920, 1080), (0.4, 0.5), (0.25, 0.45), (3500.0, 5000.0), False),
+             "static, aimed at the whole clip, placed for a person 15-30 % of the frame height (from that "
+             "height a wide lens cannot frame a person larger)", (1920, 1080), (0.4, 0.5), (0.15, 0.3),
+             (3500.0, 5000.0), False),
     WildKind("far_tele", "broadcast telephoto, 1920x1080, f 3-4x (about 10-25 m away), placed for a "
              "person 30-60 % of the frame height, pans to follow", (1920, 1080), (3.0, 4.0), (0.3, 0.6), (1500.0, 3000.0), True),
     WildKind("close_up", "close-up, 1280x720, f 0.55-0.7x, placed for a person 80-100 % of the frame "
@@ -155,8 +157,11 @@ def wild_camera_track(world: np.ndarray, kind: WildKind, rng: np.random.Generato
 
     The camera stands still; a following kind turns towards a moving average (``smooth_frames``)
     of the root, as an operator panning a phone or a broadcast camera does, and a static kind
-    looks at the centre of the whole trajectory. The distance sets the person's height in the
-    frame to ``U(kind.height_frac)`` at the trajectory centre.
+    looks at the centre of the whole trajectory. The horizontal distance is chosen so that an
+    upright body of the clip's height standing at the trajectory centre spans ``U(kind.height_frac)``
+    of the frame height as this camera sees it (from above, too), then pushed back to at least
+    0.5 m (following) or 1.5 m (static) beyond the trajectory's radius, so a long path makes the
+    person smaller than that.
     """
     world = np.asarray(world, dtype=np.float64)
     w, h = kind.image_size
@@ -166,14 +171,25 @@ def wild_camera_track(world: np.ndarray, kind: WildKind, rng: np.random.Generato
     centre = np.array([*((traj[:, :2].min(0) + traj[:, :2].max(0)) / 2), float(np.median(traj[:, 2]))])
     radius = float(np.linalg.norm(traj[:, :2] - centre[:2], axis=-1).max())
     floor = float(world[..., 2].min())
-    dist = f * person_height_mm(world) / (rng.uniform(*kind.height_frac) * h)
+    body = person_height_mm(world)
+    want = rng.uniform(*kind.height_frac) * h                                # px, standing at the centre
     cam_z = floor + rng.uniform(*kind.cam_height)
-    horiz = np.sqrt(max(dist ** 2 - (cam_z - centre[2]) ** 2, 0.0))
+    az = rng.uniform(0, 2 * np.pi)
+    direction = np.array([np.cos(az), np.sin(az)])
+    foot, top = np.array([*centre[:2], floor]), np.array([*centre[:2], floor + body])
+    best = None
+    for horiz in np.geomspace(300.0, 60000.0, 80):     # upright body at the centre, as this camera sees it
+        pos = np.array([*(centre[:2] + horiz * direction), cam_z])
+        R, t = look_at(pos, centre)
+        uv = project_points(np.stack([foot, top]) @ R.T + t, intr)
+        gap = abs(abs(float(uv[0, 1] - uv[1, 1])) - want)
+        if best is None or gap <= best[0]:            # ties and near-ties: the farther camera
+            best = (gap, horiz)
+    horiz = best[1]
     if not kind.follow:
         horiz = max(horiz, radius + 1500.0)                 # a static camera sees the whole path
     horiz = max(horiz, radius + 500.0)
-    az = rng.uniform(0, 2 * np.pi)
-    pos = np.array([centre[0] + horiz * np.cos(az), centre[1] + horiz * np.sin(az), cam_z])
+    pos = np.array([*(centre[:2] + horiz * direction), cam_z])
     if kind.follow:
         k = np.ones(smooth_frames) / smooth_frames
         pad = np.pad(traj, ((smooth_frames // 2, smooth_frames - 1 - smooth_frames // 2), (0, 0)), mode="edge")
@@ -228,9 +244,10 @@ def detector_artefacts(kp2d: np.ndarray, intr: Intrinsics, skeleton: Skeleton, r
       and head top moved along their bones; with probability ``coco_prob`` the pelvis, thorax and
       spine then follow the project's COCO-17 rule;
     * jitter: Gaussian AR(1) (coefficient ``smooth``), per-axis std ``U(jitter_frac)`` times the
-      person's height in pixels (per clip) times a per-joint factor ``exp(N(0, 0.3))``;
+      person's size in pixels (per clip: the median diagonal of the 2D bounding box) times a
+      per-joint factor ``exp(N(0, 0.3))``;
     * outliers: a (frame, joint) with probability ``outlier_prob`` moves ``U(outlier_frac)`` of
-      the person's height in a random direction, confidence ``U(0.02, 0.3)``;
+      the person's size in a random direction, confidence ``U(0.02, 0.3)``;
     * missing: with probability ``missing_prob`` per clip, 1-3 joints are lost for a burst of
       5-40 frames each (confidence 0, coordinates filled in time by
       :func:`engine.resample.fill_missing`, as the readers do for users' input);
@@ -241,8 +258,7 @@ def detector_artefacts(kp2d: np.ndarray, intr: Intrinsics, skeleton: Skeleton, r
     """
     kp = np.asarray(kp2d, dtype=np.float64)
     t_len, j_len, _ = kp.shape
-    height_px = float(np.median(kp[..., 1].max(-1) - kp[..., 1].min(-1)))
-    height_px = max(height_px, float(np.median(np.linalg.norm(kp.max(-2) - kp.min(-2), axis=-1))), 1.0)
+    height_px = max(float(np.median(np.linalg.norm(kp.max(-2) - kp.min(-2), axis=-1))), 1.0)   # person size
     if rng.random() < definition_prob:
         kp = _definition_offsets(kp, skeleton, rng, coco_rule=rng.random() < coco_prob)
     sigma = height_px * rng.uniform(*jitter_frac) * np.exp(rng.normal(0.0, 0.3, size=(j_len, 1)))
