@@ -5,7 +5,10 @@ Supported inputs (the layout, ``--format``, is separate; see :mod:`engine.format
 - ``.npy``: (T, J, C) one person, or (P, T, J, C) several people with IDs 0..P-1 (NaN where a
   person is absent).
 - ``.npz``: key ``keypoints`` shaped as for .npy; optional ``image_size`` (W, H), ``fps`` and, for
-  4-D keypoints, ``person_ids`` (P,) integers.
+  4-D keypoints, ``person_ids`` (P,) integers; optional ``gt_poses_3d``: ground-truth 3D poses
+  (T, 17, 3) mm in the Human3.6M-17 order and the camera frame ((P, T, 17, 3) for 4-D keypoints),
+  against which engine.run reports the root-relative MPJPE (``extras["gt_poses_3d"]``: person id ->
+  (T, 17, 3) float64). An ``intrinsics`` key is not read (pass ``--intrinsics``).
 - MMPose / rtmlib JSON (``.json``): a list of frames, each ``{"frame_id": i, "instances": [...]}``
   (MMPose inferencer ``--pred-out-dir``), or ``{"instance_info": [frames...], "meta_info": ...}``
   (MMPose demo ``--save-predictions``), or a bare list of instances (one image). An instance has
@@ -34,6 +37,9 @@ import numpy as np
 
 from .io import InputError
 
+GT_KEY = "gt_poses_3d"      # optional ground truth in an .npz, (T, 17, 3) mm
+GT_JOINTS = 17              # Human3.6M-17, the layout every output is in
+
 
 @dataclass
 class RawInput:
@@ -41,7 +47,7 @@ class RawInput:
     people: dict[int, np.ndarray]           # person id -> (T, J_src, C)
     kind: str                                # npy | npz | mmpose-json | alphapose-json | openpose-folder
     format_hint: str | None = None           # layout implied by the file kind (openpose -> openpose25)
-    extras: dict = field(default_factory=dict)   # image_size, fps when the file says
+    extras: dict = field(default_factory=dict)   # image_size, fps, gt_poses_3d when the file says
 
     @property
     def frames(self) -> int:
@@ -87,6 +93,7 @@ def read_input(path: str | Path) -> RawInput:
 def _read_numpy(path: Path, suffix: str) -> RawInput:
     extras: dict = {}
     ids = None
+    gt = None
     try:
         if suffix == ".npy":
             arr = np.load(path, allow_pickle=False)
@@ -106,6 +113,7 @@ def _read_numpy(path: Path, suffix: str) -> RawInput:
                         extras["fps"] = float(fps[0])
                 if "person_ids" in z.files:
                     ids = np.asarray(z["person_ids"]).ravel()
+                gt = _load_gt(z, path) if GT_KEY in z.files else None
     except InputError:
         raise
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
@@ -118,8 +126,36 @@ def _read_numpy(path: Path, suffix: str) -> RawInput:
             raise InputError(f"{path}: 'person_ids' must be {arr.shape[0]} distinct integers")
         if arr.shape[0] == 0:
             raise InputError(f"{path}: keypoints hold zero people")
+        if gt is not None:
+            extras[GT_KEY] = _check_gt(gt, (arr.shape[0], arr.shape[1]), path, [int(i) for i in ids])
         return RawInput({int(i): arr[k] for k, i in enumerate(ids)}, suffix[1:], None, extras)
+    if gt is not None and arr.ndim == 3:     # other shapes: prepare_keypoints reports the keypoints
+        extras[GT_KEY] = _check_gt(gt, arr.shape[:1], path, [0])
     return RawInput({0: arr}, suffix[1:], None, extras)
+
+
+def _load_gt(z, path: Path) -> np.ndarray:
+    try:
+        return np.asarray(z[GT_KEY])
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InputError(f"{path}: cannot read '{GT_KEY}' ({why})") from None
+
+
+def _check_gt(gt: np.ndarray, lead: tuple, path: Path, ids: list[int]) -> dict[int, np.ndarray]:
+    """``gt_poses_3d`` of shape ``(*lead, 17, 3)`` (lead = (T,) or (P, T)), numeric and finite."""
+    want = (*lead, GT_JOINTS, 3)
+    if gt.shape != want:
+        raise InputError(f"{path}: '{GT_KEY}' must have shape {want} to match the keypoints "
+                         f"(mm, Human3.6M-17 order), got {gt.shape}")
+    if not (np.issubdtype(gt.dtype, np.integer) or np.issubdtype(gt.dtype, np.floating)):
+        raise InputError(f"{path}: '{GT_KEY}' must hold numbers, got dtype {gt.dtype}")
+    gt = gt.astype(np.float64)
+    if not np.isfinite(gt).all():
+        raise InputError(f"{path}: '{GT_KEY}' holds {int((~np.isfinite(gt)).sum())} non-finite values")
+    if gt.ndim == 3:
+        return {ids[0]: gt}
+    return {pid: gt[k] for k, pid in enumerate(ids)}
 
 
 # -- JSON ----------------------------------------------------------------------------------------

@@ -4,6 +4,8 @@
 
 Input: .npy, or .npz with key ``keypoints`` (and optionally ``image_size``), shaped (T, J, 2)
 pixel coordinates in Human3.6M joint order, or (T, J, 3) with a confidence channel in [0, 1].
+An .npz may also hold ``gt_poses_3d`` (T, 17, 3) mm, camera frame: the root-relative MPJPE of the
+output against it is printed in the summary and recorded as meta ``gt_mpjpe_mm``.
 Output (.npz): ``poses_3d`` float32 (T, J, 3) millimetres, camera frame, root (pelvis) relative;
 ``poses_3d_std`` (T, J) spread over the hypotheses in mm; ``joint_names``; ``meta`` (JSON).
 Any bad input prints one line on stderr and exits with status 2 without writing an output.
@@ -55,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keypoints .npy, or .npz with key 'keypoints' (T, J, 2) pixels or (T, J, 3) with confidence "
                         "((P, T, J, C) for P people; NaN x and y = a missing joint); MMPose/rtmlib/AlphaPose .json; "
                         "an OpenPose JSON folder; "
+                        "an .npz may add 'gt_poses_3d' (T, 17, 3) mm to get the MPJPE of the output reported; "
                         "or several clips: a folder of them, a quoted glob ('clips/*.npz'), several paths")
     p.add_argument("--output", type=Path, default=None,
                    help="output .npz (default: <input stem>_3d.npz beside the input); a folder when there are "
@@ -268,11 +271,15 @@ def _lift_clip(args, lifter, clip: Path, batch: bool, exports: list[str], ckpt: 
         where = str(clip) if pid is None or len(people) == 1 and args.person is None else f"{clip} person {pid}"
         kp, filled = prepare_keypoints(arr, fmt, args.conf_threshold, norm, where)
         out = output_path(clip, pid if args.all_people else None, args.output, batch)
-        prepared.append((pid, kp, filled, out))
+        gt = raw.extras.get("gt_poses_3d", {}).get(0 if pid is None else pid)
+        if gt is not None and gt.shape[:2] != kp.shape[:2]:
+            raise InputError(f"{where}: 'gt_poses_3d' has shape {gt.shape}, the keypoints "
+                             f"{kp.shape[0]} frames of {kp.shape[1]} joints")
+        prepared.append((pid, kp, filled, out, gt))
 
     api = StarPoseLifter.from_parts(lifter, args.backend, args.seed, ckpt)
     model = lifter.model
-    for pid, kp, filled, out in prepared:
+    for pid, kp, filled, out, gt in prepared:
         model_frames = kp.shape[0] if fps is None else frames_at_rate(kp.shape[0], fps, model.cfg.fps)
         bar = None
         if not args.quiet and model_frames >= 200:
@@ -293,6 +300,8 @@ def _lift_clip(args, lifter, clip: Path, batch: bool, exports: list[str], ckpt: 
                      "person": pid, "conf_threshold": args.conf_threshold, "filled_joints": int(filled.sum()),
                      "normalized_input": bool(args.normalized)})
         meta.update(res["meta"])
+        if gt is not None:
+            meta["gt_mpjpe_mm"] = gt_mpjpe_mm(res["poses_m"] * 1000.0, gt, model.skeleton.root)
         arrays = result_arrays(res["poses_m"], res["spread_m"], model.skeleton.joint_names, meta)
         arrays["root_trajectory"] = (res["root_m"] * 1000.0).astype(np.float32)
         arrays["keypoints_2d"] = kp.astype(np.float32)
@@ -305,9 +314,24 @@ def _lift_clip(args, lifter, clip: Path, batch: bool, exports: list[str], ckpt: 
             n = kp.shape[0]
             d = lifter.cfg.diffusion
             how = "context encoder only" if args.encoder_only else f"{d.hypotheses} hypotheses x {d.sample_steps} steps"
-            print(f"lifted {n} frames in {dt:.2f} s ({n / dt:.1f} frames/s, backend {args.backend}, {how}) -> {out}",
-                  file=sys.stderr)
+            acc = "" if gt is None else f"; MPJPE vs gt_poses_3d in the input: {meta['gt_mpjpe_mm']:.1f} mm"
+            print(f"lifted {n} frames in {dt:.2f} s ({n / dt:.1f} frames/s, backend {args.backend}, {how}) -> {out}"
+                  f"{acc}", file=sys.stderr)
         print(out)
+
+
+def gt_mpjpe_mm(poses_mm: np.ndarray, gt_mm: np.ndarray, root: int = 0) -> float:
+    """Root-relative MPJPE (mm) of output poses (T, J, 3) against ground truth of the same shape.
+
+    Both are made relative to their own root joint first (the output already is), so a ground truth
+    given with its camera-frame translation scores the same as a root-relative one.
+    """
+    from .metrics import mpjpe
+    pred = np.asarray(poses_mm, np.float64)
+    gt = np.asarray(gt_mm, np.float64)
+    if pred.shape != gt.shape:
+        raise InputError(f"gt_poses_3d has shape {gt.shape}, the output {pred.shape}")
+    return mpjpe(pred - pred[:, root:root + 1], gt - gt[:, root:root + 1])
 
 
 if __name__ == "__main__":

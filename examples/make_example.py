@@ -5,6 +5,12 @@ shoulder and elbow angles, bone lengths of an average adult, 50 Hz) walks a circ
 around a point 5.5 m in front of a default 1000 x 1000 camera (f = 1145 px); its joints are
 projected to pixels. No motion-capture data is involved.
 
+The walker's world frame is right-handed (x, y up, z; the left side is ``up x forward``), and
+:func:`to_camera` maps it to the camera's right-handed x right, y down, z forward by a rotation
+(180 degrees about x), so left and right stay anatomically correct in the image. (Before, only y
+was flipped, a reflection that mirrored the walker: its left side faced against its knees and the
+direction of travel.)
+
     python -m examples.make_example [--frames 300] [--out examples/walk_2d.npz]
 """
 from __future__ import annotations
@@ -57,15 +63,27 @@ def walker(frames: int, fps: float = 50.0) -> np.ndarray:
     return out
 
 
+CAMERA_HEIGHT_M = 1.2      # above the walker's floor (world y = 0)
+CAMERA_DISTANCE_M = 5.5    # to the centre of the circle
+
+
+def to_camera(world: np.ndarray) -> np.ndarray:
+    """World joints (..., 3) metres (y up) -> camera axes (x right, y down, z forward), metres.
+
+    A rotation by 180 degrees about x (y and z flip, det +1) plus a translation: the camera stands
+    CAMERA_HEIGHT_M above the floor, CAMERA_DISTANCE_M from the circle centre, looking along world -z.
+    """
+    world = np.asarray(world, dtype=np.float64)
+    return np.stack([world[..., 0], CAMERA_HEIGHT_M - world[..., 1], CAMERA_DISTANCE_M - world[..., 2]], -1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("walk_2d.npz"))
     args = ap.parse_args()
     world = walker(args.frames)
-    cam = world.copy()
-    cam[..., 1] = 1.2 - world[..., 1]                    # camera 1.2 m high, y down
-    cam[..., 2] = world[..., 2] + 5.5                    # circle centre 5.5 m in front
+    cam = to_camera(world)
     intr = Intrinsics.default_for(1000, 1000)
     kp = np.stack([intr.fx * cam[..., 0] / cam[..., 2] + intr.cx,
                    intr.fy * cam[..., 1] / cam[..., 2] + intr.cy], -1).astype(np.float32)

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from helpers import (REPO, subprocess_env, tiny_checkpoint,  # noqa: E402,F401
+from helpers import (REPO, moving_poses, subprocess_env, tiny_checkpoint,  # noqa: E402,F401
                      video_keypoints)
 
 import engine.checkpoint as checkpoint_mod  # noqa: E402
@@ -129,6 +129,48 @@ def test_confidence_channel(tmp_path, tiny_checkpoint, capsys, kp, npy):
     assert a["poses_3d"].shape == (T, J, 3)
     np.testing.assert_array_equal(a["poses_3d"], plain["poses_3d"], err_msg="confidence 1 == no confidence")
     assert np.abs(b["poses_3d"] - plain["poses_3d"]).max() > 1e-3, "confidences must weight the guidance"
+
+
+MPJPE_LINE = "MPJPE vs gt_poses_3d in the input: "
+
+
+def _gt_mpjpe(poses_mm, gt_mm):
+    from engine.metrics import mpjpe
+    p = poses_mm.astype(np.float64)
+    g = gt_mm.astype(np.float64)
+    return mpjpe(p - p[:, :1], g - g[:, :1])
+
+
+@pytest.mark.parametrize("fps", [None, 25.0])
+def test_gt_poses_3d_mpjpe_in_summary_and_meta(tmp_path, tiny_checkpoint, capsys, kp, fps):
+    """An .npz with gt_poses_3d: the root-relative MPJPE of the output against it is printed and
+    recorded; a translated gt (camera frame, not root-relative) scores the same; with --fps the
+    score is on the output frames (the input's), after resampling back."""
+    gt = moving_poses(T, seed=4).numpy() * 1000.0
+    z = tmp_path / "take.npz"
+    np.savez(z, keypoints=kp, image_size=np.array([W, H]), gt_poses_3d=gt.astype(np.float32))
+    moved = tmp_path / "moved.npz"
+    np.savez(moved, keypoints=kp, image_size=np.array([W, H]), gt_poses_3d=gt + np.array([100.0, 200.0, 4000.0]))
+    extra = [] if fps is None else ["--fps", fps]
+    rc, out, err = run(["--input", z, "--checkpoint", tiny_checkpoint, *extra], capsys)
+    assert rc == 0, err
+    res = load_out(tmp_path / "take_3d.npz")
+    meta = json.loads(str(res["meta"]))
+    assert res["poses_3d"].shape == (T, J, 3)
+    want = _gt_mpjpe(res["poses_3d"], gt)
+    assert meta["gt_mpjpe_mm"] == pytest.approx(want, abs=1e-3) and want > 0
+    summary = [line for line in err.splitlines() if line.startswith("lifted")]
+    assert len(summary) == 1 and f"{MPJPE_LINE}{meta['gt_mpjpe_mm']:.1f} mm" in summary[0], err
+    rc, _, err = run(["--input", moved, "--checkpoint", tiny_checkpoint, "--quiet", *extra], capsys)
+    assert rc == 0 and err == ""
+    meta2 = json.loads(str(load_out(tmp_path / "moved_3d.npz")["meta"]))
+    assert meta2["gt_mpjpe_mm"] == pytest.approx(meta["gt_mpjpe_mm"], abs=1e-3)
+
+
+def test_no_gt_no_mpjpe(npy, tiny_checkpoint, capsys):
+    rc, _, err = run(["--input", npy, "--image-size", W, H, "--checkpoint", tiny_checkpoint], capsys)
+    assert rc == 0 and MPJPE_LINE not in err
+    assert "gt_mpjpe_mm" not in json.loads(str(load_out(npy.with_name("clip_3d.npz"))["meta"]))
 
 
 def test_flags_change_or_keep_results(npy, tiny_checkpoint, capsys, tmp_path):
@@ -310,6 +352,16 @@ def _case(name, tmp_path, kp, ckpt, monkeypatch):
         c = np.full((T, J, 1), 0.5, np.float32)
         c[3, 2] = -0.1
         return with_input(_arr(tmp_path, "a.npy", np.concatenate([kp, c], -1)))
+    if name.startswith("gt_"):       # an .npz whose gt_poses_3d is malformed
+        gt = {"gt_wrong_shape": np.zeros((T, J, 2), np.float32),
+              "gt_wrong_frames": np.zeros((T + 1, J, 3), np.float32),
+              "gt_wrong_joints": np.zeros((T, J - 1, 3), np.float32),
+              "gt_nan": np.where(np.arange(J)[None, :, None] == 3, np.nan, 0.0) * np.ones((T, J, 3)),
+              "gt_inf": np.full((T, J, 3), np.inf),
+              "gt_string": np.full((T, J, 3), "x")}[name]
+        p = tmp_path / "gt.npz"
+        np.savez(p, keypoints=kp, gt_poses_3d=gt)
+        return with_input(p)
     if name == "missing_image_size":
         return ["--input", good, *ck]
     if name == "zero_image_size":
@@ -369,7 +421,8 @@ def _case(name, tmp_path, kp, ckpt, monkeypatch):
 BAD_CASES = ["missing_file", "directory", "corrupt_npy", "truncated_npy", "garbage_npz", "npz_without_keypoints",
              "wrong_suffix", "no_suffix", "wrong_ndim", "wrong_ndim_1", "wrong_ndim_5", "wrong_last_dim",
              "zero_frames", "wrong_joint_count", "nan", "nan_confidence", "all_nan", "inf", "string_dtype", "object_dtype", "conf_above_one",
-             "conf_negative", "missing_image_size", "zero_image_size", "bad_intrinsics", "steps_zero",
+             "conf_negative", "gt_wrong_shape", "gt_wrong_frames", "gt_wrong_joints", "gt_nan", "gt_inf",
+             "gt_string", "missing_image_size", "zero_image_size", "bad_intrinsics", "steps_zero",
              "steps_negative", "steps_above_K", "steps_not_integer", "hypotheses_zero",
              "hypotheses_not_integer", "negative_seed", "negative_rho", "nan_rho", "unknown_backend", "cuda_without_cuda",
              "invalid_device", "bad_aggregation", "unknown_flag", "no_input_flag", "checkpoint_missing",
@@ -380,7 +433,9 @@ EXPECT_WORDS = {
     "missing_file": "not found", "npz_without_keypoints": "keypoints",
     "zero_frames": "zero frames", "wrong_joint_count": "joints",
     "nan": "nan", "nan_confidence": "nan", "all_nan": "nan", "inf": "inf", "string_dtype": "numeric", "conf_above_one": "confidence",
-    "conf_negative": "confidence", "missing_image_size": "--image-size", "steps_zero": "--steps",
+    "conf_negative": "confidence", "missing_image_size": "--image-size",
+    "gt_wrong_shape": "gt_poses_3d", "gt_wrong_frames": "gt_poses_3d", "gt_wrong_joints": "gt_poses_3d",
+    "gt_nan": "non-finite", "gt_inf": "non-finite", "gt_string": "gt_poses_3d", "steps_zero": "--steps",
     "steps_above_K": "--steps", "steps_not_integer": "--steps", "hypotheses_zero": "--hypotheses",
     "negative_seed": "--seed", "negative_rho": "--rho", "nan_rho": "--rho", "unknown_backend": "tpu", "cuda_without_cuda": "cuda",
     "checkpoint_missing": "not found", "checkpoint_mismatched_shapes": "shape",

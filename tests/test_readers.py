@@ -70,6 +70,27 @@ def test_numpy_single_and_multi_person(tmp_path):
         select_people(raw, 5, False, "m")
 
 
+def test_npz_gt_poses_3d(tmp_path):
+    """gt_poses_3d: (T, 17, 3) for one person, (P, T, 17, 3) for 4-D keypoints keyed by person id;
+    a wrong shape or non-finite values are an InputError; an 'intrinsics' key is not read."""
+    gt = np.random.default_rng(0).normal(0, 300, (5, 17, 3)).astype(np.float32)
+    np.savez(tmp_path / "a.npz", keypoints=_coco(), gt_poses_3d=gt, intrinsics=np.array([1000.0, 1000, 500, 450]))
+    raw = read_input(tmp_path / "a.npz")
+    assert set(raw.extras) == {"gt_poses_3d"} and list(raw.extras["gt_poses_3d"]) == [0]
+    np.testing.assert_array_equal(raw.extras["gt_poses_3d"][0], gt)
+    assert raw.extras["gt_poses_3d"][0].dtype == np.float64
+    multi = np.stack([_coco(seed=0), _coco(seed=1)])
+    np.savez(tmp_path / "m.npz", keypoints=multi, person_ids=np.array([7, 3]), gt_poses_3d=np.stack([gt, gt + 1]))
+    got = read_input(tmp_path / "m.npz").extras["gt_poses_3d"]
+    assert sorted(got) == [3, 7]
+    np.testing.assert_array_equal(got[3], gt + 1)
+    for bad, msg in ((gt[:4], "shape"), (gt[None], "shape"), (np.stack([gt, gt, gt]), "shape"),
+                     (np.where(gt > 500, np.nan, gt), "non-finite")):
+        np.savez(tmp_path / "b.npz", keypoints=multi if bad.ndim == 4 else _coco(), gt_poses_3d=bad)
+        with pytest.raises(InputError, match=msg):
+            read_input(tmp_path / "b.npz")
+
+
 def test_mmpose_json_people_and_absent_frames(tmp_path):
     path = _write_json(tmp_path / "pred.json", _mmpose_frames(absent=(1, 2)))
     raw = read_input(path)
