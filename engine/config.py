@@ -120,6 +120,9 @@ class StarPoseConfig:
     # scaled by the person's extent) or 'screen' (the default only so that checkpoints written
     # before this field existed load with the representation they were trained on)
     input_norm: str = "screen"
+    # the camera the networks lift in (engine/input_norm.py): 'person' (turned to look straight at
+    # the person, per frame) or 'camera' (the real one; the default for checkpoints without the field)
+    input_view: str = "camera"
     context: ContextConfig = field(default_factory=ContextConfig)
     hpim: HPIMConfig = field(default_factory=HPIMConfig)
     denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)
@@ -127,9 +130,11 @@ class StarPoseConfig:
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
 
     def __post_init__(self) -> None:
-        from .input_norm import INPUT_NORMS
+        from .input_norm import INPUT_NORMS, INPUT_VIEWS
         if self.input_norm not in INPUT_NORMS:
             raise ValueError(f"input_norm must be one of {INPUT_NORMS}, got {self.input_norm!r}")
+        if self.input_view not in INPUT_VIEWS:
+            raise ValueError(f"input_view must be one of {INPUT_VIEWS}, got {self.input_view!r}")
 
     @property
     def num_joints(self) -> int:
@@ -197,10 +202,11 @@ def _positive(obj: Any, *names: str) -> None:
 
 
 PRESETS: dict[str, StarPoseConfig] = {
-    "paper": StarPoseConfig(name="paper", input_norm="person"),
+    "paper": StarPoseConfig(name="paper", input_norm="person", input_view="person"),
     "small": StarPoseConfig(
         name="small",
         input_norm="person",
+        input_view="person",
         context=ContextConfig(frames=27, dim=64, depth=2, heads=4, mlp_ratio=2.0),
         hpim=HPIMConfig(history=9, dim=32, spatial_depth=1, layers=2, heads=4),
         denoiser=DenoiserConfig(hidden=64, blocks=3, heads=4, step_dim=64),
@@ -208,6 +214,7 @@ PRESETS: dict[str, StarPoseConfig] = {
     "tiny": StarPoseConfig(
         name="tiny",
         input_norm="person",
+        input_view="person",
         context=ContextConfig(frames=9, dim=16, depth=1, heads=2, mlp_ratio=2.0),
         hpim=HPIMConfig(history=4, dim=8, spatial_depth=1, layers=1, heads=2),
         denoiser=DenoiserConfig(hidden=16, blocks=3, heads=2, step_dim=16),

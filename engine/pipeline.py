@@ -37,6 +37,7 @@ import torch
 from .camera import Intrinsics, normalize_screen
 from .config import StarPoseConfig
 from .guidance import GuidanceInputs
+from .input_norm import from_view, person_view, to_view
 from .model import StarPose
 from .sampler import aggregate, initial_noise, sample_frame
 
@@ -178,10 +179,23 @@ class Lifter:
             encoder_only: the context encoder's estimate alone (:meth:`lift_encoder_only`);
                 ``seed`` is then unused and ``noise`` must be None.
         """
+        return self._in_view(videos, lambda vids: self._lift(vids, seed, progress, noise, encoder_only))
+
+    def _in_view(self, videos: list[VideoInput], run) -> list[LiftResult]:
+        """Run ``run(videos)`` in each frame's person-centred camera when the model lifts there
+        (``cfg.input_view == 'person'``, :mod:`engine.input_norm`), and turn the 3D back."""
+        if self.model.cfg.input_view != "person" or not videos:
+            return run(videos)
+        views = [person_view(v.kp2d, v.conf, v.intr) for v in videos]              # (T, 3, 3) each
+        turned = [VideoInput(to_view(v.kp2d, r, v.intr), v.conf, v.intr) for v, r in zip(videos, views)]
+        return [LiftResult(from_view(res.poses, r), res.spread, from_view(res.initial, r))
+                for res, r in zip(run(turned), views)]
+
+    def _lift(self, videos: list[VideoInput], seed: int, progress, noise, encoder_only: bool) -> list[LiftResult]:
         if encoder_only:
             if noise is not None:
                 raise ValueError("noise is the diffusion's GMM samples; encoder_only lifting draws none")
-            return self.lift_encoder_only(videos, progress=progress)
+            return self._encoder_only(videos, progress, 32)
         if not videos:
             return []
         if hasattr(self.backend, "lift"):
@@ -258,6 +272,9 @@ class Lifter:
         """
         if window_batch < 1:
             raise ValueError(f"window_batch must be >= 1, got {window_batch}")
+        return self._in_view(videos, lambda vids: self._encoder_only(vids, progress, window_batch))
+
+    def _encoder_only(self, videos: list[VideoInput], progress, window_batch: int) -> list[LiftResult]:
         context = getattr(self.backend, "context", None) or TorchBackend(self.model).context
         window = self.model.cfg.context.frames
         j = self.model.num_joints
@@ -300,6 +317,8 @@ class StreamingLifter:
         self.state = _History(1, m.cfg.hpim.history, m.num_joints, seed, lifter.device)
         self.kp: list[torch.Tensor] = []             # the last <= F frames (bounded memory)
         self.conf: list[torch.Tensor] = []
+        self.view: list[torch.Tensor] = []           # their person-view rotations (3, 3) (input_view 'person')
+        self.person_view = m.cfg.input_view == "person"
         self.offset = 0                              # stream index of self.kp[0]
         self.done = 0                                # frames lifted so far
         self.intr = torch.from_numpy(intrinsics.normalized())[None].to(lifter.device)
@@ -313,10 +332,12 @@ class StreamingLifter:
         v = VideoInput.from_pixels(np.asarray(keypoints, dtype=np.float32)[None], self.intrinsics)
         if v.kp2d.shape[1] != self.lifter.model.num_joints:
             raise ValueError(f"expected {self.lifter.model.num_joints} joints, got {v.kp2d.shape[1]}")
-        self.kp.append(v.kp2d[0])
+        rot = person_view(v.kp2d, v.conf, v.intr) if self.person_view else torch.eye(3)[None]   # (1, 3, 3)
+        self.kp.append(to_view(v.kp2d, rot, v.intr)[0] if self.person_view else v.kp2d[0])
         self.conf.append(v.conf[0])
+        self.view.append(rot[0])
         if len(self.kp) > self.window:
-            del self.kp[0], self.conf[0]
+            del self.kp[0], self.conf[0], self.view[0]
             self.offset += 1
         total = self.total
         if self.mode == "causal":
@@ -341,14 +362,15 @@ class StreamingLifter:
     def _run(self, win: torch.Tensor, positions: list[int], frames: list[int]) -> np.ndarray:
         lf = self.lifter
         f2d, init3d = lf.backend.context(win[None].to(lf.device))
+        rots = torch.stack([self.view[f - self.offset] for f in frames]) if frames else torch.zeros(0, 3, 3)
         if self.encoder_only:
             self.done = frames[-1] + 1 if frames else self.done
-            return init3d[0, positions].detach().cpu().float().numpy()
+            return from_view(init3d[0, positions].detach().cpu().float(), rots)
         out = []
         for p, f in zip(positions, frames):
             kp = self.kp[f - self.offset][None].to(lf.device)
             conf = self.conf[f - self.offset][None].to(lf.device)
             pose, _ = lf._step(self.state, 1, f2d[:, p], init3d[:, p], kp, conf, self.intr)
-            out.append(pose[0].cpu().numpy())
+            out.append(pose[0].cpu().float())
         self.done = frames[-1] + 1 if frames else self.done
-        return np.stack(out).astype(np.float32)
+        return from_view(torch.stack(out), rots)

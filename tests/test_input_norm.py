@@ -12,7 +12,7 @@ from helpers import TINY, J, make_model  # noqa: F401
 
 from engine.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from engine.config import StarPoseConfig
-from engine.input_norm import network_input, person_normalize
+from engine.input_norm import from_view, network_input, person_normalize, person_view, to_view
 
 
 def _frames(b: int = 2, f: int = TINY.context.frames) -> torch.Tensor:
@@ -93,3 +93,52 @@ def test_checkpoint_without_input_norm_loads_as_screen(tmp_path):
     _, init_old = loaded.context(kp)
     _, init_moved = loaded.context(kp + 0.3)
     assert not torch.allclose(init_old, init_moved), "screen input must see the image position"
+
+
+# ------------------------------------------------------------------------------------------------
+# the person-centred view
+
+def _scene(t: int = 5):
+    """A person 25 degrees off the optical axis: root-relative 3D (T, J, 3), 2D (T, J, 2), intr (4,)."""
+    g = torch.Generator().manual_seed(1)
+    rel = torch.randn(t, J, 3, generator=g) * 0.3
+    rel[:, 0] = 0
+    root = torch.tensor([1.9, -0.6, 4.0])                                         # metres
+    intr = torch.tensor([2.2, 2.2, 0.05, -0.1])                                   # normalised units
+    pts = rel + root
+    kp = pts[..., :2] / pts[..., 2:] * intr[:2] + intr[2:]
+    return rel, kp, intr
+
+
+def test_person_view_is_a_rotation_that_centres_the_person():
+    rel, kp, intr = _scene()
+    conf = torch.rand(kp.shape[:2])
+    rot = person_view(kp, conf, intr)
+    eye = torch.eye(3).expand_as(rot)
+    assert_close(rot @ rot.transpose(-1, -2), eye, atol=1e-5, rtol=0)
+    assert_close(torch.linalg.det(rot), torch.ones(len(rot)), atol=1e-5, rtol=0)
+    turned = to_view(kp, rot, intr)
+    centre = (turned * conf[..., None]).sum(-2) / conf.sum(-1)[..., None]
+    # the weighted centre moves to the principal point up to the projective distortion of the mean
+    assert (centre - intr[2:]).norm(dim=-1).max() < 0.02 < (kp.mean(-2) - intr[2:]).norm(dim=-1).min()
+    assert_close(person_view(turned, conf, intr)[..., 2, 2], torch.ones(len(rot)), atol=1e-3, rtol=0)
+
+
+def test_person_view_reprojection_is_exact_and_from_view_inverts():
+    """The turned 2D is the exact projection of the turned 3D: STPG stays exact in the view."""
+    from engine.camera import project, solve_root_translation
+    rel, kp, intr = _scene()
+    rot = person_view(kp, torch.ones(kp.shape[:2]), intr)
+    turned_2d = to_view(kp, rot, intr)
+    turned_3d = rel @ rot.transpose(-1, -2)                                      # (T, J, 3)
+    root = solve_root_translation(turned_3d, turned_2d, intr.expand(len(kp), 4))
+    assert_close(project(turned_3d + root[:, None], intr.expand(len(kp), 4)), turned_2d, atol=1e-4, rtol=0)
+    assert_close(torch.from_numpy(from_view(turned_3d, rot)), rel, atol=1e-5, rtol=0)
+
+
+def test_old_checkpoints_lift_in_the_camera_and_new_ones_in_the_person_view():
+    assert StarPoseConfig().input_view == "camera"
+    for name in ("tiny", "small", "paper"):
+        assert StarPoseConfig.from_name(name).input_view == "person"
+    with pytest.raises(ValueError, match="input_view"):
+        StarPoseConfig(input_view="virtual")

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from engine.input_norm import from_view, person_view, to_view
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers import (J, TINY, default_intrinsics, make_model,  # noqa: E402,F401
                      video_keypoints)
@@ -262,13 +264,16 @@ def test_video_noise_streaming_equals_offline(model, raw):
 # encoder only
 
 def _context_reference(model, v):
-    """Per window, eager model.context on that window alone -> (T, J, 3) init3d."""
+    """Per window, eager model.context on that window alone -> (T, J, 3) init3d (in the person
+    view when the model lifts there, turned back to the camera)."""
     out = np.zeros((v.frames, J, 3), np.float32)
+    rot = person_view(v.kp2d, v.conf, v.intr)
+    kp = to_view(v.kp2d, rot, v.intr) if model.cfg.input_view == "person" else v.kp2d
     with torch.no_grad():
         for start, first, stop in plan_windows(v.frames, F):
-            _, init3d = model.context(window_slice(v.kp2d, start, F)[None])
+            _, init3d = model.context(window_slice(kp, start, F)[None])
             out[first:stop] = init3d[0, first - start:stop - start].numpy()
-    return out
+    return from_view(out, rot) if model.cfg.input_view == "person" else out
 
 
 @pytest.mark.parametrize("window_batch", [32, 2])
@@ -324,8 +329,11 @@ def test_encoder_only_streaming(model, lifter, raw, mode):
     if mode == "exact":
         _close(got, lifter.lift_encoder_only([v])[0].poses, "exact encoder-only streaming != offline")
         return
+    rot = person_view(v.kp2d, v.conf, v.intr)        # the model lifts in each frame's person view
+    kp_view = to_view(v.kp2d, rot, v.intr)
     with torch.no_grad():           # causal: frame t from the window of the last F frames (front-padded)
         for t in (0, 4, 22):
-            past = v.kp2d[max(0, t - F + 1):t + 1]
+            past = kp_view[max(0, t - F + 1):t + 1]
             win = torch.cat([past[:1].expand(F - len(past), J, 2), past])
-            _close(got[t], model.context(win[None])[1][0, -1].numpy(), f"causal encoder-only frame {t}")
+            want = from_view(model.context(win[None])[1][0, -1:], rot[t:t + 1])[0]
+            _close(got[t], want, f"causal encoder-only frame {t}")

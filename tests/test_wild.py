@@ -641,3 +641,29 @@ def test_cmu_world_source_wild_cameras_and_artefacts(monkeypatch):
     p = plain.batch(0, 6)
     assert calls == {"wild_cam": 0, "artefacts": 0, "noise": 6}
     np.testing.assert_allclose(p["intr"][:, 0], 2 * 1145 / 1000, rtol=0.06)   # Human3.6M-like cameras only
+
+
+def test_world_source_person_view_is_exact_geometry():
+    """With input_view 'person' every window is turned to its person view: the turned 2D is the
+    exact projection of the turned 3D target, the person sits on the optical axis, and a share
+    ``view_default_k`` of the windows uses the default focal length (the no-intrinsics case)."""
+    from engine.camera import project, solve_root_translation
+    from train import batches as tb
+    from train.config import TrainConfig
+    clips = [WorldClip("a", "1", world_walk(60).astype(np.float32), 50.0),
+             WorldClip("c", "2", world_walk(30).astype(np.float32), 50.0)]
+    frames = 16
+    exact = TrainConfig(cam_wild_prob=1.0, noise_prob=0.0, flip_prob=0.0, view_default_k=0.0)
+    src = tb.CMUWorldSource(clips, frames, H36M17, exact, person_view=True)
+    b = src.batch(0, 8)
+    intr = b["intr"][:, None].expand(-1, frames, -1)
+    root = solve_root_translation(b["pose3d"], b["kp2d"], intr)
+    assert torch.allclose(project(b["pose3d"] + root[..., None, :], intr), b["kp2d"], atol=1e-4)
+    assert (b["kp2d"].mean(-2) - b["intr"][:, None, 2:]).norm(dim=-1).max() < 0.05
+    plain = tb.CMUWorldSource(clips, frames, H36M17, exact, person_view=False).batch(0, 8)
+    # the first window is the same draw in both (the view draws after it): only turned
+    assert torch.allclose(plain["pose3d"][0].norm(dim=-1), b["pose3d"][0].norm(dim=-1), atol=1e-5)
+    assert not torch.allclose(plain["kp2d"][0], b["kp2d"][0])
+    default = tb.CMUWorldSource(clips, frames, H36M17, dataclasses.replace(exact, view_default_k=1.0), person_view=True)
+    d = default.batch(0, 8)
+    assert torch.allclose(d["intr"][:, 2:], torch.zeros(8, 2), atol=1e-6)        # default: centred principal point

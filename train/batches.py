@@ -31,12 +31,26 @@ import numpy as np
 import torch
 from torch.utils.data import DistributedSampler
 
-from engine.camera import normalize_screen
+from engine.camera import Intrinsics, normalize_screen
+from engine.input_norm import person_view, to_view
 from engine.skeleton import Skeleton
 
 from .config import TrainConfig
 from .data import (Clip, WindowDataset, WorldClip, detector_artefacts, detector_noise, flip_clip, project_world,
                    random_virtual_camera, random_wild_camera, subject_weights)
+
+
+def person_view_item(item: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Turn one training window into its per-frame person-centred cameras (:mod:`engine.input_norm`).
+
+    ``kp2d`` (F, J, 2) and ``intr`` (4,) in normalised units, ``conf`` (F, J), ``pose3d`` (F, J, 3)
+    root-relative: the 2D is re-projected into each frame's rotated camera and the 3D target
+    rotated with it, exactly what :class:`engine.pipeline.Lifter` does at inference.
+    """
+    kp, intr = torch.from_numpy(item["kp2d"]), torch.from_numpy(item["intr"])
+    rot = person_view(kp, torch.from_numpy(item["conf"]), intr)                  # (F, 3, 3)
+    pose = torch.from_numpy(item["pose3d"]) @ rot.transpose(-1, -2)              # (F, J, 3)
+    return {**item, "kp2d": to_view(kp, rot, intr).numpy(), "pose3d": pose.numpy()}
 
 
 def _stack(items: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
@@ -45,7 +59,7 @@ def _stack(items: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
 
 class CMUWorldSource:
     def __init__(self, clips: Sequence[WorldClip], frames: int, skeleton: Skeleton, tcfg: TrainConfig,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, person_view: bool = False):
         if not clips:
             raise ValueError("no training clips")
         self.clips = list(clips)
@@ -53,6 +67,7 @@ class CMUWorldSource:
         self.skeleton = skeleton
         self.tcfg = tcfg
         self.rank, self.world_size = rank, world_size
+        self.person_view = person_view
         self.p = subject_weights(self.clips, self.frames, tcfg.subject_power)
 
     def sample(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -81,8 +96,11 @@ class CMUWorldSource:
         r = self.skeleton.root
         pos = cam.astype(np.float32) / 1000.0
         rel = pos - pos[:, r:r + 1]
-        return {"kp2d": normalize_screen(kp.astype(np.float32), intr.width, intr.height),
-                "conf": conf, "pose3d": rel, "intr": intr.normalized()}
+        if self.person_view and rng.random() < t.view_default_k:      # as a user who gives only the image size
+            intr = Intrinsics.default_for(intr.width, intr.height)
+        item = {"kp2d": normalize_screen(kp.astype(np.float32), intr.width, intr.height),
+                "conf": conf.astype(np.float32), "pose3d": rel, "intr": intr.normalized()}
+        return person_view_item(item) if self.person_view else item
 
     def batch(self, step: int, size: int, stream: int = 0) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng((self.tcfg.seed, stream, step, self.rank))
@@ -93,12 +111,13 @@ class ClipWindowSource:
     """Fixed-camera windows (e.g. Human3.6M) through a DistributedSampler."""
 
     def __init__(self, clips: Sequence[Clip], frames: int, skeleton: Skeleton, tcfg: TrainConfig,
-                 rank: int = 0, world_size: int = 1, stride: int | None = None):
+                 rank: int = 0, world_size: int = 1, stride: int | None = None, person_view: bool = False):
         stride = stride or max(1, frames // 3)
         self.clean = WindowDataset(clips, frames, stride, skeleton, flip_prob=tcfg.flip_prob, seed=tcfg.seed)
         self.noisy = WindowDataset(clips, frames, stride, skeleton, flip_prob=tcfg.flip_prob,
                                    noise=True, seed=tcfg.seed)
         self.tcfg = tcfg
+        self.person_view = person_view
         self.sampler = DistributedSampler(self.clean, num_replicas=world_size, rank=rank,
                                           shuffle=True, seed=tcfg.seed, drop_last=True)
         self._epoch, self._order = -1, []
@@ -118,5 +137,6 @@ class ClipWindowSource:
         for i in idx:
             ds = self.noisy if rng.random() < self.tcfg.noise_prob else self.clean
             it = ds[i]
-            items.append({k: it[k].numpy() for k in ("kp2d", "conf", "pose3d", "intr")})
+            item = {k: it[k].numpy() for k in ("kp2d", "conf", "pose3d", "intr")}
+            items.append(person_view_item(item) if self.person_view else item)
         return _stack(items)

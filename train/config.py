@@ -56,6 +56,7 @@ class TrainConfig:
     noise_wild: bool = True           # detector 2D = train.data.detector_artefacts (size-relative jitter,
                                       # outliers, missing joints, joint definitions); False: detector_noise
     cam_wild_prob: float = 0.7        # P(users'-footage camera, train.data.random_wild_camera), else Human3.6M-like
+    view_default_k: float = 0.3       # input_view 'person': P(the view drawn with the default focal length)
     subject_power: float = 0.5        # a subject's sampling share ~ (its windows) ** power (train.data.subject_weights)
     cam_clip_aim: float = 0.5         # P(virtual camera aimed at the whole clip, not the window)
     cam_target_jitter: float = 500.0  # mm, look-at point jitter (train.data.random_virtual_camera)

@@ -97,16 +97,19 @@ def make_source(args, tcfg, cfg: StarPoseConfig, d):
     skel = get_skeleton(cfg.skeleton)
     if args.data == "real":
         from .data import load_world_sets
-        return CMUWorldSource(load_world_sets(args.data_root), cfg.context.frames, skel, tcfg, d.rank, d.world_size)
+        return CMUWorldSource(load_world_sets(args.data_root), cfg.context.frames, skel, tcfg, d.rank, d.world_size,
+                              person_view=cfg.input_view == "person")
     if args.data == "cmu":
         from .data import CMU_VAL_SUBJECTS, load_cmu_world
         clips = [c for c in load_cmu_world(args.cmu_root) if int(c.subject) not in CMU_VAL_SUBJECTS]
-        return CMUWorldSource(clips, cfg.context.frames, skel, tcfg, d.rank, d.world_size)
+        return CMUWorldSource(clips, cfg.context.frames, skel, tcfg, d.rank, d.world_size,
+                              person_view=cfg.input_view == "person")
     if not (args.h36m_3d and args.h36m_2d):
         raise SystemExit("--data h36m needs --h36m-3d and --h36m-2d")
     from .data import H36M_TRAIN, load_h36m
     clips = load_h36m(args.h36m_3d, args.h36m_2d, subjects=H36M_TRAIN, skeleton=skel)
-    return ClipWindowSource(clips, cfg.context.frames, skel, tcfg, d.rank, d.world_size)
+    return ClipWindowSource(clips, cfg.context.frames, skel, tcfg, d.rank, d.world_size,
+                            person_view=cfg.input_view == "person")
 
 
 def main(argv: list[str] | None = None) -> int:
