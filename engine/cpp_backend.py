@@ -131,11 +131,17 @@ class CppBackend:
         return {"hypotheses": cfg.diffusion.hypotheses,
                 "ddim_pairs": ddim_timesteps(self.model.cfg.diffusion.train_steps, cfg.diffusion.sample_steps),
                 "aggregation": cfg.diffusion.aggregation, "noise": cfg.diffusion.noise,
+                "person_view": False,   # engine.pipeline.Lifter has turned the videos already
                 "guidance": {"enabled": g.enabled, "lambda_p": g.lambda_p, "lambda_s": g.lambda_s,
                              "lambda_b": g.lambda_b, "lambda_d": g.lambda_d, "rho": g.rho, "max_step": g.max_step}}
 
     def lift(self, videos: list[VideoInput], seed: int = 0, progress=None, noise=None, cfg=None) -> list[LiftResult]:
-        """engine.pipeline.Lifter.lift in C++ (same arguments, same results given ``noise``)."""
+        """engine.pipeline.Lifter.lift in C++ (same arguments, same results given ``noise``).
+
+        Called by :class:`engine.pipeline.Lifter` with videos already turned to the person view
+        (``input_view 'person'``), so the runner is told not to turn them again; a C++
+        application calling the runner directly gets the turn from runner.json's default.
+        """
         if not videos:
             return []
         settings = self.settings(cfg)

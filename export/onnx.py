@@ -255,6 +255,7 @@ def runner_spec(model: StarPose, opset: int = DEFAULT_OPSET, exporter: str = "dy
                      "max_step": cfg.guidance.max_step, "mode": cfg.guidance.mode},
         "aggregation": cfg.diffusion.aggregation,
         "noise": cfg.diffusion.noise,
+        "input_view": cfg.input_view,
         "skeleton": {"name": sk.name, "bones": bones,
                      "symmetric_pairs": [[bone_index[left], bone_index[right]]
                                          for left, right in sk.symmetric_bone_pairs],

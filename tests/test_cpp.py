@@ -80,12 +80,13 @@ def test_cpp_matches_golden(golden, backend, aggregation):
 def test_cpp_dynamic_batch_matches_torch_and_single_runs(golden, backend, count):
     lengths = [1, 11, 5, 9, 2, 17, 10][:count]       # shorter/longer than F = 9, ties broken by order
     vids, noise = _videos(golden, lengths, seed=count)
-    batched = backend.lift(vids, noise=noise)
+    lifter = Lifter(golden.model, backend)
+    batched = lifter.lift(vids, noise=noise)
     torch_res = Lifter(golden.model).lift(vids, noise=noise)
     for i, (b, t) in enumerate(zip(batched, torch_res)):
         assert b.poses.shape == (lengths[i], 17, 3)
         assert_frames_close(b.poses, t.poses, f"video {i} of {count}: cpp vs torch")
-        single = backend.lift([vids[i]], noise=[noise[i]])[0]
+        single = lifter.lift([vids[i]], noise=[noise[i]])[0]
         assert _max_diff(b.poses, single.poses) <= BATCH_TOL, f"video {i} of {count}: batched vs alone"
 
 
@@ -258,3 +259,20 @@ def test_cli_full_guidance_on_cpp_is_a_clean_error(tmp_path):
     rc = main(["--input", str(example), "--output", str(out), "--quiet",
                "--backend", "cpp", "--guidance-mode", "full"])
     assert rc == 2 and not out.exists()
+
+
+def test_cpp_runner_turns_to_the_person_view_itself(golden, backend):
+    """A C++ application hands the runner raw 2D: with runner.json's input_view 'person' the runner
+    turns each frame's camera to the person and back itself, as engine.pipeline.Lifter does."""
+    assert golden.model.cfg.input_view == "person"
+    assert backend.runner.defaults["person_view"] is True            # from runner.json
+    vids, noise = _videos(golden, [11, 6], seed=3)
+    settings = {**backend.settings(), "person_view": True}
+    raw = backend.runner.lift(_arrays(vids), seed=0, noise=[z.numpy() for z in noise], settings=settings)
+    ref = Lifter(golden.model).lift(vids, noise=noise)
+    for i, ((poses, _, initial), t) in enumerate(zip(raw, ref)):
+        assert_frames_close(poses, t.poses, f"video {i}: C++ person view vs torch")
+        assert_frames_close(initial, t.initial, f"video {i}: C++ person view initial vs torch")
+    unturned = backend.runner.lift(_arrays(vids), seed=0, noise=[z.numpy() for z in noise],
+                                   settings={**settings, "person_view": False})
+    assert _max_diff(unturned[0][0], ref[0].poses) > 1e-3            # the view matters for this model

@@ -82,6 +82,8 @@ starpose::LiftSettings convert_settings(const py::object& obj, const starpose::L
         s.aggregation = v.cast<std::string>();
       } else if (key == "noise") {
         s.noise = v.cast<std::string>();
+      } else if (key == "person_view") {
+        s.person_view = v.cast<bool>();
       } else if (key == "guidance") {
         for (auto g : v.cast<py::dict>()) {
           const std::string gk = py::str(g.first);
@@ -103,7 +105,7 @@ starpose::LiftSettings convert_settings(const py::object& obj, const starpose::L
         }
       } else {
         throw InputError("unknown setting '" + key +
-                         "'; known: hypotheses, ddim_pairs, aggregation, noise, guidance");
+                         "'; known: hypotheses, ddim_pairs, aggregation, noise, person_view, guidance");
       }
     } catch (const py::cast_error&) {
       throw InputError("setting '" + key + "' has the wrong type");
@@ -126,6 +128,7 @@ py::dict settings_dict(const starpose::LiftSettings& s) {
   d["ddim_pairs"] = s.ddim_pairs;
   d["aggregation"] = s.aggregation;
   d["noise"] = s.noise;
+  d["person_view"] = s.person_view;
   d["guidance"] = g;
   return d;
 }

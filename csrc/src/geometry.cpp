@@ -32,6 +32,61 @@ void solve_root_translation(const float* rel, const float* kp, const float* intr
   out[2] = (c02 * b0 + (a01 * a20 - a00 * a21) * b1 + (a00 * a11 - a01 * a10) * b2) * inv;
 }
 
+void person_view(const float* kp, const float* conf, int frames, int joints, const float* intr,
+                 std::vector<float>& turned, std::vector<float>& rot) {
+  turned.assign(static_cast<size_t>(frames) * joints * 2, 0.f);
+  rot.assign(static_cast<size_t>(frames) * 9, 0.f);
+  const double fx = intr[0], fy = intr[1], cx = intr[2], cy = intr[3];
+  for (int t = 0; t < frames; ++t) {
+    const float* k = kp + static_cast<size_t>(t) * joints * 2;
+    const float* c = conf + static_cast<size_t>(t) * joints;
+    double wsum = 0, mx = 0, my = 0;
+    for (int j = 0; j < joints; ++j) wsum += std::max(0.f, c[j]);
+    for (int j = 0; j < joints; ++j) {
+      const double w = wsum > 0 ? std::max(0.f, c[j]) : 1.0;
+      mx += w * k[2 * j];
+      my += w * k[2 * j + 1];
+    }
+    const double wn = wsum > 0 ? wsum : joints;
+    double d[3] = {(mx / wn - cx) / fx, (my / wn - cy) / fy, 1.0};
+    const double n = std::sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2]);
+    for (double& x : d) x /= n;
+    // minimal rotation taking d to +z: R = I + [v]x + [v]x^2 / (1 + c), v = d x z, c = d . z
+    const double v0 = d[1], v1 = -d[0], v2 = 0.0, cz = d[2];
+    const double vx[9] = {0, -v2, v1, v2, 0, -v0, -v1, v0, 0};
+    double r[9];
+    for (int a = 0; a < 3; ++a)
+      for (int b = 0; b < 3; ++b) {
+        double sq = 0;
+        for (int m = 0; m < 3; ++m) sq += vx[3 * a + m] * vx[3 * m + b];
+        r[3 * a + b] = (a == b ? 1.0 : 0.0) + vx[3 * a + b] + sq / (1.0 + cz);
+      }
+    for (int e = 0; e < 9; ++e) rot[static_cast<size_t>(t) * 9 + e] = static_cast<float>(r[e]);
+    float* out = turned.data() + static_cast<size_t>(t) * joints * 2;
+    for (int j = 0; j < joints; ++j) {
+      const double ray[3] = {(k[2 * j] - cx) / fx, (k[2 * j + 1] - cy) / fy, 1.0};
+      double q[3];
+      for (int a = 0; a < 3; ++a) q[a] = r[3 * a] * ray[0] + r[3 * a + 1] * ray[1] + r[3 * a + 2] * ray[2];
+      const double z = std::max(q[2], 1e-3);
+      out[2 * j] = static_cast<float>(q[0] / z * fx + cx);
+      out[2 * j + 1] = static_cast<float>(q[1] / z * fy + cy);
+    }
+  }
+}
+
+void from_view(float* poses, int frames, int joints, const std::vector<float>& rot) {
+  for (int t = 0; t < frames; ++t) {
+    const float* r = rot.data() + static_cast<size_t>(t) * 9;
+    for (int j = 0; j < joints; ++j) {
+      float* p = poses + (static_cast<size_t>(t) * joints + j) * 3;
+      const double x = p[0], y = p[1], z = p[2];   // R^T p
+      p[0] = static_cast<float>(r[0] * x + r[3] * y + r[6] * z);
+      p[1] = static_cast<float>(r[1] * x + r[4] * y + r[7] * z);
+      p[2] = static_cast<float>(r[2] * x + r[5] * y + r[8] * z);
+    }
+  }
+}
+
 StpgGrad::StpgGrad(const SkeletonSpec& skeleton, const GuidanceConstants& constants, int history)
     : sk_(skeleton), c_(constants), L_(history), Q_(static_cast<int>(skeleton.bones.size())),
       win_(static_cast<size_t>(history) * Q_), mask_(history), prev_(3 * skeleton.joints), win_msum_(Q_),

@@ -650,7 +650,21 @@ std::vector<LiftOutput> Runner::lift(const std::vector<VideoView>& videos, const
                                      const std::function<void(int)>& progress, LiftStats* stats) const {
   validate(videos, settings, impl_->spec);
   if (videos.empty()) return {};
-  return LiftJob(*impl_, videos, settings).run(progress, stats);
+  if (!settings.person_view) return LiftJob(*impl_, videos, settings).run(progress, stats);
+  // engine.pipeline.Lifter._in_view: turn every frame's camera to the person, lift, turn back
+  const int J = impl_->spec.joints;
+  std::vector<std::vector<float>> turned(videos.size()), rots(videos.size());
+  std::vector<VideoView> views = videos;
+  for (size_t i = 0; i < videos.size(); ++i) {
+    person_view(videos[i].kp2d, videos[i].conf, videos[i].frames, J, videos[i].intr.data(), turned[i], rots[i]);
+    views[i].kp2d = turned[i].data();
+  }
+  std::vector<LiftOutput> out = LiftJob(*impl_, views, settings).run(progress, stats);
+  for (size_t i = 0; i < out.size(); ++i) {
+    from_view(out[i].poses.data(), out[i].frames, J, rots[i]);
+    from_view(out[i].initial.data(), out[i].frames, J, rots[i]);
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -49,6 +49,7 @@ Spec load_spec(const std::string& dir) {
     }
     d.aggregation = j.at("aggregation").as_string();
     if (j.has("noise")) d.noise = j.at("noise").as_string();
+    d.person_view = j.has("input_view") && j.at("input_view").as_string() == "person";
     const auto& gd = j.at("guidance");
     d.guidance.enabled = gd.at("enabled").as_bool();
     d.guidance.lambda_p = static_cast<float>(gd.at("lambda_p").as_number());

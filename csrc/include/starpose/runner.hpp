@@ -65,6 +65,8 @@ struct LiftSettings {
   std::string noise = "frame";                   // "frame": fresh GMM draws per frame | "video": one draw reused
   GuidanceSettings guidance;
   uint64_t seed = 0;                             // RNG seed (each video: its own generator)
+  bool person_view = false;                      // lift in each frame's person-centred camera
+                                                 // (engine/input_norm.py); default: runner.json's input_view
 };
 
 // One video, caller-owned memory, normalised screen units.
