@@ -263,3 +263,25 @@ def test_ship_stores_inference_settings_and_keeps_weights(tmp_path):
         torch.testing.assert_close(m.state_dict()[k], v, rtol=0, atol=0)
     notes = json.loads(read_metadata(out)["notes"])
     assert notes["why"] == "test" and notes["stage"] == "diffusion" and notes["source"].endswith("src.safetensors")
+
+
+def test_init_from_several_checkpoints(tmp_path):
+    """--init A --init B --init-only denoiser.: everything from A, then B's denoiser tensors only."""
+    from engine.checkpoint import save_checkpoint
+    from engine.model import StarPose
+    from train.train import init_model
+    cfg = StarPoseConfig.from_name("tiny")
+    torch.manual_seed(1)
+    a = save_checkpoint(StarPose(cfg), tmp_path / "a.safetensors")
+    torch.manual_seed(2)
+    b = save_checkpoint(StarPose(cfg), tmp_path / "b.safetensors")
+    ma, mb = load_checkpoint(a).state_dict(), load_checkpoint(b).state_dict()
+    got = init_model(cfg, [str(a), str(b)], tmp_path, "diffusion", "cpu", "denoiser.").state_dict()
+    den = [k for k in got if k.startswith("denoiser.")]
+    ctx = [k for k in got if k.startswith("context.")]
+    assert den and ctx
+    assert all(torch.equal(got[k], mb[k]) for k in den)
+    assert all(torch.equal(got[k], ma[k]) for k in ctx)
+    assert not torch.equal(ma[ctx[0]], mb[ctx[0]])
+    every = init_model(cfg, [str(a), str(b)], tmp_path, "diffusion", "cpu").state_dict()
+    assert all(torch.equal(every[k], mb[k]) for k in ctx)          # no prefix: the later one wins

@@ -50,7 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--diff-windows", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--resume", action="store_true")
-    p.add_argument("--init", default=None, help="checkpoint to start from (matching tensors are copied)")
+    p.add_argument("--init", action="append", default=None,
+                   help="checkpoint to start from (tensors with matching names and shapes are copied); "
+                        "repeat it to combine checkpoints, later ones win (e.g. a new encoder + GMM, then an "
+                        "older model's denoiser restricted with --init-only)")
+    p.add_argument("--init-only", default=None,
+                   help="comma-separated tensor name prefixes copied from the second and later --init "
+                        "checkpoints (e.g. denoiser.,hpim.)")
     p.add_argument("--no-hpim", action="store_true", help="train the denoiser without HPIM (baseline)")
     p.add_argument("--no-stpg-train", action="store_true", help="stage 3 without the STPG regularisers")
     p.add_argument("--start-mix", type=float, default=None)
@@ -74,20 +80,24 @@ def model_config(args) -> StarPoseConfig:
     return cfg
 
 
-def init_model(cfg: StarPoseConfig, init: str | None, run_dir: Path, stage: str, device) -> StarPose:
-    """Fresh model, optionally with the matching tensors of ``--init`` or of the run's previous stage."""
+def init_model(cfg: StarPoseConfig, init: list[str] | str | None, run_dir: Path, stage: str, device,
+               init_only: str | None = None) -> StarPose:
+    """Fresh model, optionally with the matching tensors of the ``--init`` checkpoints (in order, later
+    ones win; from the second on only the ``init_only`` prefixes) or of the run's previous stage."""
     model = StarPose(cfg)
-    src = init
-    if src is None:
+    sources = [init] if isinstance(init, str) else list(init or [])
+    if not sources:
         prev = {"gmm": "context.safetensors", "diffusion": "gmm.safetensors"}.get(stage)
         if prev is not None:
             if not (run_dir / prev).is_file():
                 raise SystemExit(f"stage {stage} needs {run_dir / prev} (run the previous stage) or --init")
-            src = str(run_dir / prev)
-    if src is not None:
+            sources = [str(run_dir / prev)]
+    prefixes = tuple(p for p in (init_only or "").split(",") if p)
+    for i, src in enumerate(sources):
         other = load_checkpoint(src)
         mine = model.state_dict()
-        copied = {k: v for k, v in other.state_dict().items() if k in mine and mine[k].shape == v.shape}
+        copied = {k: v for k, v in other.state_dict().items() if k in mine and mine[k].shape == v.shape
+                  and (i == 0 or not prefixes or k.startswith(prefixes))}
         model.load_state_dict(copied, strict=False)
     return model.to(device)
 
@@ -149,7 +159,7 @@ def _run(args, d, device) -> int:
     for st in stages:
         ts = time.time()
         if model is None:
-            model = init_model(cfg, args.init, run_dir, st, device)
+            model = init_model(cfg, args.init, run_dir, st, device, args.init_only)
         if st == "context":
             model = train_context(model, source, tcfg, run_dir, d, device, log, resume=args.resume)
         elif st == "gmm":
@@ -161,7 +171,7 @@ def _run(args, d, device) -> int:
             if hn is None:
                 info_path = run_dir / "gmm.json"
                 if args.init and not info_path.is_file():
-                    info_path = Path(args.init).parent / "gmm.json"
+                    info_path = Path(args.init[0]).parent / "gmm.json"
                 hn = json.loads(info_path.read_text())["encoder_train_mpjpe_m"] if info_path.is_file() else 0.05
             model = train_diffusion(model, source, tcfg, run_dir, d, device, log, resume=args.resume,
                                     hist_noise_max=hn)
