@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from .camera import Intrinsics, normalize_screen
-from .formats import FORMATS, to_h36m
+from .formats import FORMATS, check_h36m_layout, to_h36m
 from .intrinsics import estimate_focal as _estimate_focal
 from .intrinsics import root_trajectory
 from .io import InputError
@@ -46,11 +46,26 @@ FOCAL_RATIO_RANGE = (0.01, 100.0)   # given focal length / image width
 
 def prepare_keypoints(keypoints, fmt: str = "h36m", conf_threshold: float | None = None,
                       normalized_size: tuple[int, int] | None = None,
-                      where: str = "keypoints") -> tuple[np.ndarray, np.ndarray]:
-    """Source keypoints -> ((T, 17, 3) filled H36M pixels + confidence, (T, 17) filled mask)."""
+                      where: str = "keypoints", check_layout: bool = False,
+                      image_size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Source keypoints -> ((T, 17, 3) filled H36M pixels + confidence, (T, 17) filled mask).
+
+    ``check_layout``: refuse H36M-order input that looks like COCO-17 (:func:`engine.formats.check_h36m_layout`).
+    ``image_size``: when given (and the input is not declared normalised), refuse coordinates that
+    all lie within [0, 1.5] of a larger image: they are normalised coordinates without ``--normalized``.
+    """
     if conf_threshold is not None and not (0.0 <= conf_threshold <= 1.0):
         raise InputError(f"--conf-threshold must be in [0, 1], got {conf_threshold}")
     kp = to_h36m(keypoints, fmt, where)
+    if check_layout and fmt == "h36m":
+        check_h36m_layout(kp, where)
+    if normalized_size is None and image_size is not None and min(image_size) >= 32:
+        xy = kp[..., :2]
+        finite = xy[np.isfinite(xy)]
+        if finite.size and np.abs(finite).max() <= 1.5:
+            raise InputError(f"{where}: every coordinate lies within [0, 1.5] of a {image_size[0]}x{image_size[1]} "
+                             "image: these look like normalised [0, 1] coordinates; pass --normalized (they are "
+                             "then multiplied by --image-size)")
     if normalized_size is not None:
         kp[..., 0] *= normalized_size[0]
         kp[..., 1] *= normalized_size[1]

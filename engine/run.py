@@ -277,7 +277,8 @@ def _lift_clip(args, lifter, clip: Path, batch: bool, exports: list[str], ckpt: 
     prepared = []
     for pid, arr in people:
         where = str(clip) if pid is None or len(people) == 1 and args.person is None else f"{clip} person {pid}"
-        kp, filled = prepare_keypoints(arr, fmt, args.conf_threshold, norm, where)
+        kp, filled = prepare_keypoints(arr, fmt, args.conf_threshold, norm, where,
+                                       check_layout=args.format is None, image_size=(intr.width, intr.height))
         out = output_path(clip, pid if args.all_people else None, args.output, batch)
         gt = raw.extras.get("gt_poses_3d", {}).get(0 if pid is None else pid)
         if gt is not None and gt.shape[:2] != kp.shape[:2]:

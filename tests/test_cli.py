@@ -498,3 +498,40 @@ def test_subprocess_errors_have_no_traceback(kind, tmp_path, kp, tiny_checkpoint
     assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr
     assert "Traceback" not in r.stderr and r.stdout == ""
     assert sorted(x.name for x in tmp_path.iterdir()) == ["in.npy"]
+
+
+# ----------------------------------------------------------------------------------------------
+# a detector's layout given as if it were Human3.6M, normalised coordinates without --normalized
+
+def _as_coco(kp: np.ndarray) -> np.ndarray:
+    """H36M-order (T, 17, 2|3) -> a COCO-17-order clip of the same person (face around the head)."""
+    head, nose = kp[:, 10, :2], kp[:, 9, :2]
+    size = np.linalg.norm(kp[:, 10, :2] - kp[:, 3, :2], axis=-1, keepdims=True)        # ~ body height
+    side = np.stack([size[:, 0] * 0.03, np.zeros(len(kp))], -1)
+    face = [nose, 0.6 * nose + 0.4 * head + side, 0.6 * nose + 0.4 * head - side,
+            0.5 * nose + 0.5 * head + 2 * side, 0.5 * nose + 0.5 * head - 2 * side]
+    body = [kp[:, j, :2] for j in (11, 14, 12, 15, 13, 16, 4, 1, 5, 2, 6, 3)]
+    out = np.stack(face + body, 1)
+    return np.concatenate([out, kp[..., 2:]], -1) if kp.shape[-1] == 3 else out
+
+
+def test_coco_order_without_format_is_refused_and_accepted_with_it(tmp_path, kp, tiny_checkpoint, capsys):
+    coco = tmp_path / "coco.npy"
+    np.save(coco, _as_coco(kp))
+    rc, out, err = run(base(coco, tiny_checkpoint), capsys)
+    assert rc == 2 and err.count("\n") == 1 and "--format coco" in err and "error:" in err
+    assert not list(tmp_path.glob("coco_3d*"))
+    lift_ok(base(coco, tiny_checkpoint, "--format", "coco"), capsys, tmp_path / "coco_3d.npz")
+    lift_ok(base(coco, tiny_checkpoint, "--format", "h36m", "--output", tmp_path / "forced.npz"), capsys,
+            tmp_path / "forced.npz")                                    # an explicit --format skips the check
+
+
+def test_normalised_coordinates_without_flag_get_a_hint(tmp_path, kp, tiny_checkpoint, capsys):
+    frac = kp.copy()
+    frac[..., 0] /= W
+    frac[..., 1] /= H
+    p = tmp_path / "frac.npy"
+    np.save(p, frac)
+    rc, out, err = run(base(p, tiny_checkpoint), capsys)
+    assert rc == 2 and err.count("\n") == 1 and "--normalized" in err
+    lift_ok(base(p, tiny_checkpoint, "--normalized"), capsys, tmp_path / "frac_3d.npz")
