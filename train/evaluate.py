@@ -294,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise", choices=("frame", "video"), default=None,
                    help="override the GMM noise mode of every model (engine.pipeline docstring)")
     p.add_argument("--no-per-clip", action="store_true")
+    p.add_argument("--encoder-only", action="store_true", help="evaluate the context encoder alone (fast)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", default=None, help="write all numbers here")
@@ -363,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
                 ("+STPG-I", base, True), ("+STPG (T + I)", stpgt, True), ("+HPIM (no STPG)", hpim, False),
                 ("HPIM + STPG-T (no STPG-I)", model, False), ("full (HPIM + STPG-T + STPG-I)", model, True)]
         methods += [(label, m, guid) for label, m, guid in rows if m is not None]
-    else:
+    elif not args.encoder_only:
         if args.baseline:
             methods.append(("baseline (no HPIM, no STPG)", load_checkpoint(args.baseline), False))
         methods.append(("StarPose (HPIM + STPG-I)", model, model.cfg.guidance.enabled))
