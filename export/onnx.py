@@ -402,12 +402,18 @@ def default_cache_dir() -> Path:
     return Path(base) / "onnx"
 
 
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
 def export_cached(model: StarPose, cache_dir: str | Path | None = None, opset: int = DEFAULT_OPSET,
-                  exporter: str = "dynamo") -> Path:
+                  exporter: str = "dynamo", log=_stderr) -> Path:
     """Export once per (weights, config, opset, exporter, versions, sources) into a cache dir.
 
     The directory is written under a temporary name and renamed, so concurrent callers never see
-    a half-written export. A model on another device is exported from a CPU copy.
+    a half-written export. A model on another device is exported from a CPU copy. ``log`` (default:
+    standard error; None: silent) is told when an export starts and ends: it takes 30 to 60 s on a
+    2-core CPU, once per model.
     """
     if next(model.parameters()).device.type != "cpu":
         model = copy.deepcopy(model).cpu()
@@ -423,6 +429,10 @@ def export_cached(model: StarPose, cache_dir: str | Path | None = None, opset: i
     if (target / "runner.json").is_file():
         return target
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
+    t0 = time.perf_counter()
+    if log is not None:
+        log(f"exporting the '{model.cfg.name}' model to ONNX for the onnx/cpp backends (once per model, "
+            f"about a minute on 2 cores); cache: {target} ($STARPOSE_CACHE_DIR moves it)")
     try:
         export_model(model, tmp, opset, exporter)
         try:
@@ -430,6 +440,8 @@ def export_cached(model: StarPose, cache_dir: str | Path | None = None, opset: i
         except OSError:
             if not (target / "runner.json").is_file():   # lost a race only if the winner finished
                 raise
+        if log is not None:
+            log(f"exported in {time.perf_counter() - t0:.0f} s")
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -211,3 +211,20 @@ def test_ort_backend_rejects_foreign_export(golden, export_dir):
         other.gmm_means.add_(1.0)
     with pytest.raises(Exception, match="different GMM"):
         OrtBackend(other, export_dir=export_dir)
+
+
+def test_export_cached_says_when_it_exports(tmp_path, monkeypatch):
+    """A cache miss is announced (where the cache lives, how long it took); a hit is silent."""
+    import export.onnx as eo
+    from helpers import make_model
+
+    def fake_export(model, out, opset, exporter):
+        (Path(out) / "runner.json").write_text("{}")
+
+    monkeypatch.setattr(eo, "export_model", fake_export)
+    said: list[str] = []
+    model = make_model(2)
+    first = eo.export_cached(model, tmp_path, log=said.append)
+    assert len(said) == 2 and str(first) in said[0] and "once" in said[0] and said[1].startswith("exported in")
+    again = eo.export_cached(model, tmp_path, log=said.append)
+    assert again == first and len(said) == 2
