@@ -19,7 +19,7 @@ from .config import StarPoseConfig
 from .model import StarPose
 
 FORMAT = "starpose-v1"
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "weights" / "starpose_small_cmu.safetensors"
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "weights" / "starpose_small.safetensors"
 
 
 class CheckpointError(ValueError):

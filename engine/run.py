@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "a focal length estimated from the 2D and the lifted 3D when that fits clearly better, "
                         "see meta 'intrinsics_source')")
     p.add_argument("--checkpoint", type=Path, default=None,
-                   help="model checkpoint (.safetensors); default: the shipped 'small' model trained on CMU mocap")
+                   help="model checkpoint (.safetensors); default: the shipped 'small' model (engine/weights/starpose_small.safetensors, trained on CMU + HDM05 mocap)")
     p.add_argument("--backend", default="torch", help="execution backend (see engine.backends)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1")
     p.add_argument("--hypotheses", type=int, default=None, help="N hypotheses (default: the checkpoint's)")

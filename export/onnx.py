@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m export.onnx --checkpoint engine/weights/starpose_small_cmu.safetensors --out build/onnx
+    python -m export.onnx --checkpoint engine/weights/starpose_small.safetensors --out build/onnx
     python -m export.onnx --preset tiny --out /tmp/tiny_onnx          # random weights (tests, CI)
 
 Graphs (float32; ``B``/``W``/``R``/``N`` are dynamic, ``F``, ``L``, ``J``, ``C``, ``D`` fixed):

@@ -1,6 +1,6 @@
 """Evaluation: per-clip/action tables (Table II style), ablation (Table VII), error over time, rho tuning.
 
-    python -m train.evaluate --data cmu --checkpoint engine/weights/starpose_small_cmu.safetensors
+    python -m train.evaluate --data cmu --checkpoint engine/weights/starpose_small.safetensors
     python -m train.evaluate --data cmu --checkpoint FULL --baseline NOHPIM [--noisy-2d] [--ablation]
         [--stpgt-baseline NOHPIM_STPG_T] [--hpim-only HPIM_NO_STPG_T] [--max-frames N] [--json out.json]
     python -m train.evaluate --data h36m --h36m-3d ... --h36m-2d ... --checkpoint ...

@@ -1,7 +1,7 @@
 """Write a trained checkpoint as the shipped model, with inference settings (e.g. the tuned rho).
 
     python -m train.ship --checkpoint runs/NAME/final.safetensors --rho 0.004 [--noise video] \
-        [--hypotheses 10] [--out engine/weights/starpose_small_cmu.safetensors] [--notes '{"...": ...}']
+        [--hypotheses 10] [--out engine/weights/starpose_small.safetensors] [--notes '{"...": ...}']
 
 The weights are copied unchanged; the stored config gets ``guidance.rho`` (and optionally other
 guidance/diffusion overrides), and the notes record where the file came from.
