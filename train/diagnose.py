@@ -118,14 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    clips, _, _ = ev.load_split(args)
-    if args.clips:
-        keep = set(args.clips.split(","))
-        clips = [c for c in clips if c.name.split("/")[0] in keep or c.subject in keep]
-        if not clips:
-            raise SystemExit(f"no clip matches --clips {args.clips}")
+    clips = ev.select_clips(ev.load_split(args)[0], args.clips)
     model = load_checkpoint(args.checkpoint)
-    noise_model = args.noise_model or ("wild" if args.data == "wild" else "h36m")
+    noise_model = ev.noise_model_for(args)
     out = {"checkpoint": args.checkpoint, "data": args.data, "max_frames": args.max_frames,
            "noise_model": noise_model, "conditions": {}}
     conds = ev.conditions_for(args.noisy_2d, args.intrinsics)

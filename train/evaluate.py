@@ -253,6 +253,22 @@ def load_split(args) -> tuple[list[Clip], callable, bool]:
     return load_3dhp_test(args.mpi3dhp), (lambda c: c.subject), True
 
 
+def select_clips(clips: list[Clip], spec: str | None) -> list[Clip]:
+    """``--clips``: keep the clips whose id or subject is in the comma-separated ``spec``."""
+    if not spec:
+        return clips
+    keep = set(spec.split(","))
+    out = [c for c in clips if c.name.split("/")[0] in keep or c.subject in keep]
+    if not out:
+        raise SystemExit(f"no clip matches --clips {spec}")
+    return out
+
+
+def noise_model_for(args) -> str:
+    """``--noise-model``, default ``wild`` for ``--data wild`` and ``h36m`` otherwise."""
+    return args.noise_model or ("wild" if args.data == "wild" else "h36m")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default="cmu", choices=["cmu", "wild", "hdm05", "h36m", "3dhp"],
@@ -307,17 +323,13 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     diffusion = diffusion_overrides(args)
     clips, group_fn, mpi = load_split(args)
-    if args.clips:
-        keep = set(args.clips.split(","))
-        clips = [c for c in clips if c.name.split("/")[0] in keep or c.subject in keep]
-        if not clips:
-            raise SystemExit(f"no clip matches --clips {args.clips}")
+    clips = select_clips(clips, args.clips)
     model = load_checkpoint(args.checkpoint)
     keys = METRICS + (("pck", "auc") if mpi else ())
     out: dict = {"checkpoint": args.checkpoint, "data": args.data, "split": args.split,
                  "max_frames": args.max_frames, "threads": torch.get_num_threads(),
                  "rho_checkpoint": model.cfg.guidance.rho}
-    noise_model = args.noise_model or ("wild" if args.data == "wild" else "h36m")
+    noise_model = noise_model_for(args)
     out["noise_model"] = noise_model
     out["intrinsics"] = args.intrinsics
     conditions = conditions_for(args.noisy_2d, args.intrinsics)

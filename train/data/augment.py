@@ -196,6 +196,19 @@ def random_virtual_camera(world: np.ndarray, rng: np.random.Generator, *, root: 
 # --------------------------------------------------------------------------------------------
 # detector noise
 
+def ar1_noise(rng: np.random.Generator, shape: tuple[int, ...], smooth: float) -> np.ndarray:
+    """Unit-variance Gaussian noise of ``shape`` (T, ...), AR(1) along the first axis with
+    coefficient ``smooth`` (clipped to [0, 0.999]): neighbouring frames share part of their error."""
+    white = rng.normal(size=shape)
+    a = float(np.clip(smooth, 0.0, 0.999))
+    noise = np.empty_like(white)
+    noise[0] = white[0]
+    b = np.sqrt(1.0 - a * a)
+    for i in range(1, shape[0]):
+        noise[i] = a * noise[i - 1] + b * white[i]
+    return noise
+
+
 def detector_noise(kp2d: np.ndarray, rng: np.random.Generator, *, jitter_px: float = 2.5,
                    jitter_spread: float = 0.3, smooth: float = 0.5, outlier_prob: float = 0.005,
                    outlier_px: float = 60.0, low_conf_prob: float = 0.03,
@@ -231,14 +244,7 @@ def detector_noise(kp2d: np.ndarray, rng: np.random.Generator, *, jitter_px: flo
         raise ValueError(f"detector_noise: kp2d must be (T, J, 2), got {np.shape(kp2d)}")
     T, J, _ = kp.shape
     sigma = jitter_px * np.exp(rng.normal(0.0, jitter_spread, size=(J, 1)))       # (J, 1)
-    white = rng.normal(size=(T, J, 2))
-    a = float(np.clip(smooth, 0.0, 0.999))
-    noise = np.empty_like(white)
-    noise[0] = white[0]
-    b = np.sqrt(1.0 - a * a)
-    for i in range(1, T):
-        noise[i] = a * noise[i - 1] + b * white[i]
-    noise *= sigma
+    noise = ar1_noise(rng, (T, J, 2), smooth) * sigma
 
     out_mask = rng.random((T, J)) < outlier_prob
     ang = rng.uniform(0.0, 2.0 * np.pi, size=(T, J))

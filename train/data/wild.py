@@ -28,7 +28,7 @@ from engine.camera import Intrinsics
 from engine.resample import fill_missing
 from engine.skeleton import Skeleton
 
-from .augment import look_at, project_points
+from .augment import ar1_noise, look_at, project_points
 
 ASPECTS = (16 / 9, 4 / 3, 1.0)
 
@@ -262,14 +262,7 @@ def detector_artefacts(kp2d: np.ndarray, intr: Intrinsics, skeleton: Skeleton, r
     if rng.random() < definition_prob:
         kp = _definition_offsets(kp, skeleton, rng, coco_rule=rng.random() < coco_prob)
     sigma = height_px * rng.uniform(*jitter_frac) * np.exp(rng.normal(0.0, 0.3, size=(j_len, 1)))
-    white = rng.normal(size=(t_len, j_len, 2))
-    a = float(np.clip(smooth, 0.0, 0.999))
-    noise = np.empty_like(white)
-    noise[0] = white[0]
-    b = np.sqrt(1.0 - a * a)
-    for i in range(1, t_len):
-        noise[i] = a * noise[i - 1] + b * white[i]
-    noise *= sigma
+    noise = ar1_noise(rng, (t_len, j_len, 2), smooth) * sigma
     out = rng.random((t_len, j_len)) < outlier_prob
     ang = rng.uniform(0, 2 * np.pi, (t_len, j_len))
     mag = rng.uniform(*outlier_frac, (t_len, j_len)) * height_px
