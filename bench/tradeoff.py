@@ -35,7 +35,7 @@ def run_point(model, videos, gts, hypotheses: int, steps: int) -> tuple[float, f
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
     ap.add_argument("--max-frames", type=int, default=600)
     ap.add_argument("--hypotheses", default="1,2,5,10")

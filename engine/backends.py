@@ -9,9 +9,10 @@ and never breaks the others.
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
-from .model import StarPose
-from .pipeline import TorchBackend
+if TYPE_CHECKING:                       # torch is imported only when a backend is made (fast --help)
+    from .model import StarPose
 
 # name -> "module:factory"; factory(model, device) -> backend
 BACKENDS: dict[str, str] = {
@@ -30,10 +31,11 @@ def available_backends() -> list[str]:
     return sorted(BACKENDS)
 
 
-def make_backend(name: str, model: StarPose, device: str = "cpu"):
+def make_backend(name: str, model: "StarPose", device: str = "cpu"):
     if name not in BACKENDS:
         raise BackendUnavailable(f"unknown backend {name!r}; choose from {available_backends()}")
     if name == "torch":
+        from .pipeline import TorchBackend
         return TorchBackend(model)
     mod_name, factory = BACKENDS[name].split(":")
     try:

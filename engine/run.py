@@ -33,11 +33,24 @@ from pathlib import Path
 
 import numpy as np
 
+from .backends import available_backends
 from .formats import FORMATS
+from .skeleton import H36M17
 from .io import InputError, result_arrays, write_npz_atomic
 from .writers import EXPORTS
 
 EXIT_BAD_INPUT = 2
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default only when it has one worth showing (not None, not a store_true False,
+    and not already written in the help text)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default in (None, False) or "default" in text or action.default is argparse.SUPPRESS:
+            return text
+        return super()._get_help_string(action)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,8 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="python -m engine.run",
         description="Lift 2D keypoints (Human3.6M 17-joint order, pixels) to root-relative 3D poses "
-                    "with StarPose (autoregressive diffusion + spatial-temporal physical guidance).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "with StarPose (autoregressive diffusion + spatial-temporal physical guidance). "
+                    "Joint order: " + ", ".join(f"{i} {n}" for i, n in enumerate(H36M17.joint_names)) + ".",
+        formatter_class=_HelpFormatter)
     p.add_argument("--input", required=True, type=Path, nargs="+", metavar="INPUT",
                    help="keypoints .npy, or .npz with key 'keypoints' (T, J, 2) pixels or (T, J, 3) with confidence "
                         "((P, T, J, C) for P people; NaN x and y = a missing joint); MMPose/rtmlib/AlphaPose .json; "
@@ -95,7 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "see meta 'intrinsics_source')")
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="model checkpoint (.safetensors); default: the shipped 'small' model (engine/weights/starpose_small.safetensors, trained on CMU + HDM05 mocap)")
-    p.add_argument("--backend", default="torch", help="execution backend (see engine.backends)")
+    p.add_argument("--backend", default="torch", metavar="{" + ",".join(available_backends()) + "}",
+                   help="execution backend: torch (the eager reference), onnx (ONNX Runtime), cpp (the C++ runner), "
+                        "triton (CUDA only); see engine/backends.py")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1")
     p.add_argument("--hypotheses", type=int, default=None, help="N hypotheses (default: the checkpoint's)")
     p.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the checkpoint's)")
