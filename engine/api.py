@@ -5,8 +5,8 @@
     out = lifter.lift(kps, image_size=(1920, 1080), fps=30, format="coco")
     out["poses_3d"]          # (T, 17, 3) mm, camera frame, root (pelvis) relative
     out["root_trajectory"]   # (T, 3) mm, camera frame: where the pelvis is
-    stream = lifter.stream(image_size=(1920, 1080))            # engine.pipeline.StreamingLifter
-    for frame in frames: poses = stream.push(frame)            # (n, 17, 3) metres; stream.flush()
+    stream = lifter.stream(image_size=(1920, 1080), format="coco")   # engine.api.PoseStream
+    for frame in frames: poses = stream.push(frame)            # (n, 17, 3) mm; stream.flush()
     fast = lifter.lift(kps, image_size=(1920, 1080), encoder_only=True)   # context encoder alone
 
 The steps of :meth:`StarPoseLifter.lift` (the CLI runs the same ones, :func:`lift_keypoints`):
@@ -313,18 +313,84 @@ class StarPoseLifter:
         return meta
 
     def stream(self, image_size=None, intrinsics=None, mode: str = "exact", seed: int | None = None,
-               encoder_only: bool = False):
-        """A :class:`engine.pipeline.StreamingLifter`: ``push((17, 2|3) pixels)`` -> (n, 17, 3) metres.
+               encoder_only: bool = False, format: str = "h36m", fps: float | None = None) -> "PoseStream":
+        """Live lifting: a :class:`PoseStream` (``push(frame)`` -> (n, 17, 3) millimetres, like :meth:`lift`).
 
-        Frames must already be H36M-17 at the model's frame rate (see :func:`prepare_keypoints`
-        for the conversion of other layouts); ``mode`` 'exact' (offline result, latency up to the
-        context window) or 'causal'; ``encoder_only`` the context encoder's estimate alone (exact
-        mode: equal to ``lift(..., encoder_only=True)``).
+        ``format`` converts each frame's layout as :meth:`lift` does; ``fps`` must be the model's
+        rate (or None): a stream is not resampled. ``mode`` 'exact' (offline result, latency up to
+        the context window) or 'causal'; ``encoder_only`` the context encoder's estimate alone
+        (exact mode: equal to ``lift(..., encoder_only=True)``).
         """
         from .pipeline import StreamingLifter
         intr, _ = resolve_intrinsics(image_size, intrinsics)
+        if format not in FORMATS:
+            raise InputError(f"unknown format {format!r}; choose from {', '.join(FORMATS)}")
+        model_fps = float(self.lifter.model.cfg.fps)
+        if fps is not None and not (isinstance(fps, (int, float)) and abs(float(fps) - model_fps) <= 1e-6 * model_fps):
+            raise InputError(f"a stream is not resampled: push frames at the model's {model_fps:g} Hz "
+                             f"(got fps={fps!r}); lift() resamples whole clips")
         try:
-            return StreamingLifter(self.lifter, intr, seed=self.seed if seed is None else seed, mode=mode,
-                                   encoder_only=encoder_only)
+            inner = StreamingLifter(self.lifter, intr, seed=self.seed if seed is None else seed, mode=mode,
+                                    encoder_only=encoder_only)
         except ValueError as e:
             raise InputError(str(e)) from None
+        return PoseStream(inner, format)
+
+
+class PoseStream:
+    """One frame of pixels in, finished 3D poses out, in millimetres (the units of :meth:`StarPoseLifter.lift`).
+
+    Wraps :class:`engine.pipeline.StreamingLifter` (``.inner``, which works in metres). Each pushed
+    frame is converted from ``format`` to Human3.6M-17; a joint with non-finite or absurd
+    coordinates (further than ~500 image widths away) is missing: it takes its last valid position
+    with confidence 0 (the mean of the frame's valid joints when it was never seen), so no
+    non-finite value reaches the model. A frame with no valid joint before any valid frame raises
+    :class:`InputError`; later, it repeats the last valid frame with confidence 0.
+    """
+
+    def __init__(self, inner, format: str = "h36m"):
+        self.inner = inner
+        self.format = format
+        self.last: np.ndarray | None = None       # (J, 2) last valid position per joint
+        self.seen: np.ndarray | None = None       # (J,) bool
+
+    def push(self, keypoints) -> np.ndarray:
+        """keypoints (J, 2|3) pixels in ``format`` -> (n, 17, 3) mm (n may be 0)."""
+        frame = self._clean(keypoints)
+        return (self.inner.push(frame) * 1000.0).astype(np.float32)
+
+    def flush(self) -> np.ndarray:
+        """The frames still waiting for their context window (exact mode), (n, 17, 3) mm."""
+        return (self.inner.flush() * 1000.0).astype(np.float32)
+
+    def _clean(self, keypoints) -> np.ndarray:
+        try:
+            arr = np.asarray(keypoints, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InputError("a stream frame must be a (J, 2|3) array of numbers") from None
+        if arr.ndim != 2:
+            raise InputError(f"a stream frame must be (J, 2|3), got shape {arr.shape}")
+        arr = arr.copy()
+        with np.errstate(invalid="ignore"):
+            broken = ~np.isfinite(arr[:, :2]).all(-1) | (np.abs(arr[:, :2]) > 1e15).any(-1)
+        arr[broken, :2] = np.nan                                               # missing, not an error
+        if broken.all():                                                       # nothing to convert
+            kp = np.full((self.inner.lifter.model.num_joints, 3), np.nan)
+        else:
+            kp = to_h36m(arr[None], self.format, "stream frame")[0]            # (17, 3)
+        intr = self.inner.intrinsics
+        with np.errstate(invalid="ignore", over="ignore"):
+            xy_n = normalize_screen(kp[:, :2], float(intr.width), float(intr.height))
+            ok = np.isfinite(kp[:, :2]).all(-1) & (np.abs(xy_n) <= MAX_NORMALIZED).all(-1)
+        conf = np.where(np.isfinite(kp[:, 2]), np.clip(kp[:, 2], 0.0, 1.0), 0.0)
+        if self.last is None:
+            self.last = np.zeros((kp.shape[0], 2))
+            self.seen = np.zeros(kp.shape[0], bool)
+        if not ok.any() and not self.seen.any():
+            raise InputError("the first stream frames have no valid joint (all NaN, inf or far outside the image)")
+        fill = np.where(self.seen[:, None], self.last, kp[ok, :2].mean(0) if ok.any() else self.last[self.seen].mean(0))
+        xy = np.where(ok[:, None], kp[:, :2], fill)
+        conf = np.where(ok, conf, 0.0)
+        self.last = np.where(ok[:, None], kp[:, :2], self.last)
+        self.seen |= ok
+        return np.concatenate([xy, conf[:, None]], -1).astype(np.float32)

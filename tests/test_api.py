@@ -110,11 +110,11 @@ def test_normalized_coordinates(lifter):
 def test_stream_is_the_pipeline_streaming_lifter_and_matches_offline(lifter):
     _, kp = _scene(12)
     stream = lifter.stream(image_size=(W, H))
-    assert isinstance(stream, StreamingLifter)
+    assert isinstance(stream.inner, StreamingLifter)
     got = [stream.push(k) for k in kp] + [stream.flush()]
     got = np.concatenate([g for g in got if len(g)])
     offline = lifter.lift(kp, image_size=(W, H), estimate_focal=False)
-    np.testing.assert_allclose(got * 1000, offline["poses_3d"], atol=1e-2)
+    np.testing.assert_allclose(got, offline["poses_3d"], atol=1e-2)        # millimetres, like lift()
 
 
 def test_lift_encoder_only_is_the_encoders_estimate_in_mm(lifter):
@@ -141,7 +141,7 @@ def test_lift_encoder_only_is_the_encoders_estimate_in_mm(lifter):
     assert slow["meta"]["frames_lifted"] == 23 and not slow["poses_3d_std"].any()
     stream = lifter.stream(image_size=(W, H), encoder_only=True)
     got = np.concatenate([stream.push(k) for k in kp] + [stream.flush()])
-    np.testing.assert_allclose(got * 1000, out["poses_3d"], atol=1e-3)
+    np.testing.assert_allclose(got, out["poses_3d"], atol=1e-3)
 
 
 def test_prepare_rejects_bad_threshold():
@@ -196,3 +196,33 @@ def test_cli_matches_api_and_handles_nan(tmp_path, ckpt, lifter):
     meta = json.loads(str(cli["meta"]))
     assert meta["filled_joints"] == 1 and cli["keypoints_2d"][4, 6, 2] == 0
     assert meta["intrinsics_source"] == api["meta"]["intrinsics_source"]
+
+
+def test_stream_takes_a_format_and_never_emits_non_finite_poses(lifter):
+    _, kp = _scene(12)
+    bad = kp.copy()
+    bad[5, 3] = np.nan                        # one missing joint
+    bad[6, :, :2] = np.inf                    # a whole broken frame
+    bad[7, 2, 0] = 1e30                       # an absurd coordinate
+    stream = lifter.stream(image_size=(W, H), mode="causal")
+    got = np.concatenate([stream.push(k) for k in bad] + [stream.flush()])
+    assert got.shape == (12, 17, 3) and np.isfinite(got).all()
+    with pytest.raises(InputError, match="no valid joint"):
+        lifter.stream(image_size=(W, H)).push(np.full((17, 2), np.nan))
+    with pytest.raises(InputError, match="resampled"):
+        lifter.stream(image_size=(W, H), fps=30)
+    with pytest.raises(InputError, match="format"):
+        lifter.stream(image_size=(W, H), format="body99")
+    with pytest.raises(InputError, match="shape"):
+        lifter.stream(image_size=(W, H)).push(np.zeros((2, 17, 2)))
+    # COCO frames are converted like lift(format='coco')
+    from engine.formats import conversion_matrix
+    coco = np.zeros((12, 17, 3))
+    coco[..., 2] = 1.0
+    coco[:, [11, 12, 13, 14, 15, 16, 5, 7, 9, 6, 8, 10], :2] = kp[:, [4, 1, 5, 2, 6, 3, 11, 12, 13, 14, 15, 16], :2]
+    coco[:, :5, :2] = kp[:, 9:10, :2] + np.arange(5)[None, :, None] * 2.0
+    assert conversion_matrix("coco").shape[0] == 17
+    s2 = lifter.stream(image_size=(W, H), format="coco")
+    streamed = np.concatenate([s2.push(f) for f in coco] + [s2.flush()])
+    offline = lifter.lift(coco, image_size=(W, H), format="coco", estimate_focal=False)["poses_3d"]
+    np.testing.assert_allclose(streamed, offline, atol=1e-2)
