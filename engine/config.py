@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -31,6 +32,7 @@ class ContextConfig:
 
     def __post_init__(self) -> None:
         _positive(self, "frames", "dim", "depth", "heads")
+        _real(self, "mlp_ratio", 0.0, 64.0, lo_open=True)
         if self.dim % self.heads:
             raise ValueError(f"context dim {self.dim} is not divisible by heads {self.heads}")
 
@@ -107,8 +109,7 @@ class GuidanceConfig:
         if self.mode not in ("x0", "full"):
             raise ValueError(f"guidance mode must be 'x0' or 'full', got {self.mode!r}")
         for name in ("lambda_p", "lambda_s", "lambda_b", "lambda_d", "rho", "max_step"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"guidance {name} must be >= 0, got {getattr(self, name)}")
+            _real(self, name, 0.0, 1e6)
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,7 @@ class StarPoseConfig:
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
 
     def __post_init__(self) -> None:
+        _real(self, "fps", 0.0, 10_000.0, lo_open=True)
         from .input_norm import INPUT_NORMS, INPUT_VIEWS
         if self.input_norm not in INPUT_NORMS:
             raise ValueError(f"input_norm must be one of {INPUT_NORMS}, got {self.input_norm!r}")
@@ -194,11 +196,34 @@ class StarPoseConfig:
         return out
 
 
+#: Upper bounds of the integer sizes: far above any sensible model, low enough that a corrupt or
+#: hostile config cannot ask for terabytes before anything is built.
+MAX_SIZE = {"frames": 10_000, "dim": 8_192, "depth": 64, "heads": 64, "history": 10_000, "spatial_depth": 64,
+            "layers": 64, "hidden": 8_192, "blocks": 64, "step_dim": 8_192, "train_steps": 100_000,
+            "sample_steps": 100_000, "hypotheses": 1_000, "gmm_components": 64}
+
+
 def _positive(obj: Any, *names: str) -> None:
+    """Each field must be an int (not a bool or float) in [1, MAX_SIZE]; one line naming the field."""
     for n in names:
         v = getattr(obj, n)
+        where = f"{type(obj).__name__}.{n}"
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError(f"{where} must be an integer, got {v!r}")
         if v <= 0:
-            raise ValueError(f"{type(obj).__name__}.{n} must be positive, got {v}")
+            raise ValueError(f"{where} must be positive, got {v}")
+        if v > MAX_SIZE.get(n, 1_000_000):
+            raise ValueError(f"{where} = {v} exceeds its limit {MAX_SIZE.get(n, 1_000_000)}")
+
+
+def _real(obj: Any, name: str, lo: float, hi: float, lo_open: bool = False) -> None:
+    """The field must be a finite real number in [lo, hi] ((lo, hi] when ``lo_open``)."""
+    v = getattr(obj, name)
+    where = f"{type(obj).__name__}.{name}"
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ValueError(f"{where} must be a finite number, got {v!r}")
+    if v < lo or v > hi or (lo_open and v == lo):
+        raise ValueError(f"{where} must be in {'(' if lo_open else '['}{lo:g}, {hi:g}], got {v:g}")
 
 
 PRESETS: dict[str, StarPoseConfig] = {

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .backends import available_backends
+from .config import MAX_SIZE
 from .formats import FORMATS
 from .skeleton import H36M17
 from .io import InputError, result_arrays, write_npz_atomic
@@ -169,12 +170,12 @@ def _check_args(args) -> list[str]:
         if given:
             raise InputError(f"--encoder-only skips the diffusion sampler, so {', '.join(given)} cannot be "
                              "combined with it")
-    for name in ("hypotheses", "steps"):
+    for name, hi in (("hypotheses", MAX_SIZE["hypotheses"]), ("steps", MAX_SIZE["sample_steps"])):
         v = getattr(args, name)
-        if v is not None and v < 1:
-            raise InputError(f"--{name} must be >= 1, got {v}")
-    if args.seed < 0:
-        raise InputError(f"--seed must be >= 0, got {args.seed}")
+        if v is not None and not 1 <= v <= hi:
+            raise InputError(f"--{name} must be in [1, {hi}], got {v}")
+    if not 0 <= args.seed < 2 ** 63:
+        raise InputError(f"--seed must be in [0, 2^63 - 1], got {args.seed}")
     if not 1 <= args.threads <= 256:
         raise InputError(f"--threads must be in [1, 256], got {args.threads}")
     if args.rho is not None and not (args.rho >= 0 and math.isfinite(args.rho)):
@@ -212,6 +213,8 @@ def _run(args, written: list[Path]) -> int:
         device = torch.device(args.device)
     except RuntimeError:
         raise InputError(f"--device {args.device!r} is not a valid torch device") from None
+    if device.type not in ("cpu", "cuda"):
+        raise InputError(f"--device {args.device}: only cpu and cuda devices are supported")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"--device {args.device}: CUDA is not available on this machine")
 

@@ -380,6 +380,12 @@ def _case(name, tmp_path, kp, ckpt, monkeypatch):
         return with_input(good, "--hypotheses", 0)
     if name == "hypotheses_not_integer":
         return with_input(good, "--hypotheses", "many")
+    if name == "huge_hypotheses":
+        return with_input(good, "--hypotheses", 10000)
+    if name == "huge_seed":
+        return with_input(good, "--seed", 2 ** 64)
+    if name == "mps_device":
+        return with_input(good, "--device", "meta")
     if name == "zero_threads":
         return with_input(good, "--threads", "0")
     if name == "negative_seed":
@@ -426,7 +432,7 @@ BAD_CASES = ["missing_file", "directory", "corrupt_npy", "truncated_npy", "garba
              "conf_negative", "gt_wrong_shape", "gt_wrong_frames", "gt_wrong_joints", "gt_nan", "gt_inf",
              "gt_string", "missing_image_size", "zero_image_size", "bad_intrinsics", "steps_zero",
              "steps_negative", "steps_above_K", "steps_not_integer", "hypotheses_zero",
-             "hypotheses_not_integer", "zero_threads", "negative_seed", "negative_rho", "nan_rho", "unknown_backend", "cuda_without_cuda",
+             "hypotheses_not_integer", "huge_hypotheses", "huge_seed", "mps_device", "zero_threads", "negative_seed", "negative_rho", "nan_rho", "unknown_backend", "cuda_without_cuda",
              "invalid_device", "bad_aggregation", "unknown_flag", "no_input_flag", "checkpoint_missing",
              "checkpoint_corrupt", "checkpoint_mismatched_shapes", "default_checkpoint_missing"]
 
@@ -439,7 +445,7 @@ EXPECT_WORDS = {
     "gt_wrong_shape": "gt_poses_3d", "gt_wrong_frames": "gt_poses_3d", "gt_wrong_joints": "gt_poses_3d",
     "gt_nan": "non-finite", "gt_inf": "non-finite", "gt_string": "gt_poses_3d", "steps_zero": "--steps",
     "steps_above_K": "--steps", "steps_not_integer": "--steps", "hypotheses_zero": "--hypotheses",
-    "zero_threads": "--threads", "negative_seed": "--seed", "negative_rho": "--rho", "nan_rho": "--rho", "unknown_backend": "tpu", "cuda_without_cuda": "cuda",
+    "huge_hypotheses": "--hypotheses", "huge_seed": "--seed", "mps_device": "--device", "zero_threads": "--threads", "negative_seed": "--seed", "negative_rho": "--rho", "nan_rho": "--rho", "unknown_backend": "tpu", "cuda_without_cuda": "cuda",
     "checkpoint_missing": "not found", "checkpoint_mismatched_shapes": "shape",
     "default_checkpoint_missing": "--checkpoint", "unknown_flag": "--frobnicate",
 }

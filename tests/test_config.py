@@ -168,3 +168,22 @@ def test_unknown_skeleton():
     cfg = dataclasses.replace(StarPoseConfig.from_name("tiny"), skeleton="coco")
     with pytest.raises(ValueError, match="unknown skeleton"):
         _ = cfg.num_joints
+
+
+@pytest.mark.parametrize("section, field, value, words", [
+    ("context", "frames", 27.5, "integer"), ("context", "frames", 10 ** 9, "limit"),
+    ("context", "dim", 64.0, "integer"), ("context", "dim", 65536, "limit"),
+    ("context", "mlp_ratio", "2", "finite number"), ("context", "mlp_ratio", -2, "(0"),
+    ("context", "mlp_ratio", 1e6, "64"), ("context", "mlp_ratio", None, "finite number"),
+    ("diffusion", "hypotheses", 10 ** 6, "limit"), ("diffusion", "train_steps", 10 ** 9, "limit"),
+    ("hpim", "history", True, "integer"), ("guidance", "rho", float("nan"), "finite number"),
+    ("guidance", "lambda_p", "1", "finite number"),
+    (None, "fps", 0, "fps"), (None, "fps", -50, "fps"), (None, "fps", float("nan"), "fps"),
+])
+def test_config_rejects_wrong_types_and_absurd_sizes_naming_the_field(section, field, value, words):
+    d = StarPoseConfig.from_name("small").to_dict()
+    (d[section] if section else d)[field] = value
+    with pytest.raises(ValueError) as e:
+        StarPoseConfig.from_dict(d)
+    msg = str(e.value)
+    assert field in msg and words in msg and "\n" not in msg
