@@ -199,6 +199,28 @@ def _check_args(args) -> list[str]:
     return exports
 
 
+def _check_output_names(clip: Path, out: Path, exports: list[str]) -> None:
+    """Refuse an output that would overwrite its own input or one of its own exports."""
+    if out.resolve() == clip.resolve():
+        raise InputError(f"--output {out} is the input file itself; choose another name")
+    for kind in exports:
+        if out.with_suffix("." + kind).resolve() == out.resolve():
+            raise InputError(f"--output {out} would be overwritten by the --export {kind} file of the same "
+                             "name; give --output a .npz name")
+
+
+def _check_distinct_outputs(clips: list[Path], output: Path | None) -> None:
+    """Refuse several inputs that would write the same output (e.g. a.npy and a.json -> a_3d.npz)."""
+    from .batch import output_path
+    seen: dict[Path, Path] = {}
+    for clip in clips:
+        out = output_path(clip, None, output, True).resolve()
+        if out in seen:
+            raise InputError(f"{seen[out]} and {clip} would both be written to {out}; lift them separately "
+                             "with --output, or rename one")
+        seen[out] = clip
+
+
 def _run(args, written: list[Path]) -> int:
     import torch
 
@@ -251,6 +273,7 @@ def _run(args, written: list[Path]) -> int:
         return 0
     if args.output is not None and args.output.exists() and not args.output.is_dir():
         raise InputError(f"--output {args.output}: with several inputs --output must be a folder")
+    _check_distinct_outputs(clips, args.output)
     failed = 0
     for i, clip in enumerate(clips):
         if not args.quiet:
@@ -299,6 +322,7 @@ def _lift_clip(args, lifter, clip: Path, batch: bool, exports: list[str], ckpt: 
         kp, filled = prepare_keypoints(arr, fmt, args.conf_threshold, norm, where,
                                        check_layout=args.format is None, image_size=(intr.width, intr.height))
         out = output_path(clip, pid if args.all_people else None, args.output, batch)
+        _check_output_names(clip, out, exports)
         gt = raw.extras.get("gt_poses_3d", {}).get(0 if pid is None else pid)
         if gt is not None and gt.shape[:2] != kp.shape[:2]:
             raise InputError(f"{where}: 'gt_poses_3d' has shape {gt.shape}, the keypoints "

@@ -541,3 +541,32 @@ def test_normalised_coordinates_without_flag_get_a_hint(tmp_path, kp, tiny_check
     rc, out, err = run(base(p, tiny_checkpoint), capsys)
     assert rc == 2 and err.count("\n") == 1 and "--normalized" in err
     lift_ok(base(p, tiny_checkpoint, "--normalized"), capsys, tmp_path / "frac_3d.npz")
+
+
+# ----------------------------------------------------------------------------------------------
+# outputs that would silently lose data
+
+def test_output_equal_to_the_input_is_refused(tmp_path, kp, tiny_checkpoint, capsys):
+    p = tmp_path / "clip.npz"
+    np.savez(p, keypoints=kp)
+    before = p.read_bytes()
+    rc, out, err = run(["--input", p, "--image-size", W, H, "--checkpoint", tiny_checkpoint, "--quiet",
+                        "--output", p], capsys)
+    assert rc == 2 and "input file itself" in err and err.count("\n") == 1
+    assert p.read_bytes() == before
+
+
+def test_output_named_like_an_export_is_refused(tmp_path, npy, tiny_checkpoint, capsys):
+    rc, out, err = run(base(npy, tiny_checkpoint, "--output", tmp_path / "r.json", "--export", "json"), capsys)
+    assert rc == 2 and "--export json" in err and err.count("\n") == 1
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_two_inputs_with_one_output_name_are_refused_before_lifting(tmp_path, kp, tiny_checkpoint, capsys):
+    d = tmp_path / "clips"
+    d.mkdir()
+    np.save(d / "a.npy", kp)
+    np.savez(d / "a.npz", keypoints=kp)
+    rc, out, err = run(["--input", d, "--image-size", W, H, "--checkpoint", tiny_checkpoint, "--quiet"], capsys)
+    assert rc == 2 and "would both be written" in err and err.count("\n") == 1
+    assert not list(d.glob("*_3d.npz"))
