@@ -134,6 +134,8 @@ class Lifter:
         cfg: optional config overriding the model's inference settings (diffusion / guidance).
     """
 
+    ENCODER_WINDOW_BATCH = 32     # context windows per call on the encoder-only path (bounds memory)
+
     def __init__(self, model: StarPose, backend=None, cfg: StarPoseConfig | None = None):
         self.model = model.eval()
         self.backend = backend or TorchBackend(model)
@@ -195,7 +197,7 @@ class Lifter:
         if encoder_only:
             if noise is not None:
                 raise ValueError("noise is the diffusion's GMM samples; encoder_only lifting draws none")
-            return self._encoder_only(videos, progress, 32)
+            return self._encoder_only(videos, progress, self.ENCODER_WINDOW_BATCH)
         if not videos:
             return []
         if hasattr(self.backend, "lift"):
@@ -250,7 +252,7 @@ class Lifter:
         return back
 
     def lift_encoder_only(self, videos: list[VideoInput], progress=None,
-                          window_batch: int = 32) -> list[LiftResult]:
+                          window_batch: int = ENCODER_WINDOW_BATCH) -> list[LiftResult]:
         """Lift with the context encoder alone: no HPIM, no diffusion, no STPG (about 70x faster).
 
         Each video is cut into the context windows of :meth:`lift` (:func:`plan_windows`,

@@ -280,10 +280,8 @@ def detector_artefacts(kp2d: np.ndarray, intr: Intrinsics, skeleton: Skeleton, r
             s = int(rng.integers(0, max(1, t_len - length + 1)))
             noisy[s:s + length, jj] = np.nan
             conf[s:s + length, jj] = 0.0
-        if np.isnan(noisy).any():
-            if np.isnan(noisy).all(axis=(0, 2)).any():      # a joint lost in every frame: keep it, conf 0
-                lost = np.isnan(noisy).all(axis=(0, 2))
-                noisy[:, lost] = kp[:, lost] + noise[:, lost]
-            filled, _ = fill_missing(np.concatenate([noisy, conf[..., None]], -1), parents=skeleton.parents)
-            noisy = filled[..., :2].astype(np.float64)
+        lost = np.isnan(noisy).all(axis=(0, 2))             # a joint lost in every frame: keep it, conf 0
+        noisy[:, lost] = kp[:, lost] + noise[:, lost]
+        filled, _ = fill_missing(np.concatenate([noisy, conf[..., None]], -1), parents=skeleton.parents)
+        noisy = filled[..., :2].astype(np.float64)
     return noisy.astype(np.float32), conf.astype(np.float32)
