@@ -4,8 +4,8 @@
 ``lift`` replaces :meth:`engine.pipeline.Lifter.lift` entirely: context windows, condition
 graph, GMM noise, DDIM steps with x0-mode STPG, aggregation and history all run in C++ with the
 GIL released, so several Python threads can lift at once. Given ``noise`` it reproduces the torch
-pipeline (tests/test_cpp.py); without it the noise comes from a seeded std::mt19937_64 per
-video, a different stream than torch's (same distribution, same seed -> same result).
+pipeline (tests/test_cpp.py); without it the noise comes from the portable stream of
+:mod:`engine.rng` (csrc/include/starpose/rng.hpp), the same numbers torch draws for the seed.
 
 The per-stage methods (``context``, ``condition``, ``sample``, used by
 :class:`engine.pipeline.StreamingLifter`) run the same exported graphs through ONNX Runtime's

@@ -19,8 +19,10 @@ the context encoder's initial estimate over the same windows, without HPIM, the 
 sampler or STPG; about 70x faster, deterministic, and every frame equals the autoregressive
 path's ``initial``.
 
-Randomness: each video draws its GMM noise from its own generator seeded with ``seed``, so a
-video's result does not depend on which other videos share its batch. ``diffusion.noise`` says
+Randomness: each video draws its GMM noise from the portable counter-based stream of
+:mod:`engine.rng`, keyed by ``seed`` and the video's own draw index (its frame index), so a video's
+result does not depend on which other videos share its batch, and ``seed`` gives the same noise in
+every backend and in the C++ runner. ``diffusion.noise`` says
 when: ``frame`` draws N fresh samples of H_K every frame (the literal reading of the paper);
 ``video`` draws them once per video and starts every frame's reverse process from the same draw.
 Each frame's h_K is still a sample of H_K, but the residual noise the few DDIM steps leave behind
@@ -39,6 +41,7 @@ from .config import StarPoseConfig
 from .guidance import GuidanceInputs
 from .input_norm import from_view, person_view, to_view
 from .model import StarPose
+from .rng import PortableGMM
 from .sampler import aggregate, initial_noise, sample_frame
 
 
@@ -109,13 +112,14 @@ class TorchBackend:
 
 
 class _History:
-    """Batched autoregressive state: the past L frames per video and the per-video RNGs."""
+    """Batched autoregressive state: the past L frames per video and the per-video draw counters."""
 
     def __init__(self, batch: int, history: int, joints: int, seed: int, device: torch.device):
         self.hist2d = torch.zeros(batch, history, joints, 2, device=device)
         self.hist3d = torch.zeros(batch, history, joints, 3, device=device)
         self.mask = torch.zeros(batch, history, device=device)
-        self.gens = [torch.Generator().manual_seed(seed) for _ in range(batch)]
+        self.seed = seed
+        self.draws = [0] * batch                                  # next draw index per video
         self.noise: list[torch.Tensor | None] = [None] * batch   # per-video draw, noise='video'
 
     def push(self, n: int, kp2d: torch.Tensor, pose: torch.Tensor) -> None:
@@ -141,6 +145,8 @@ class Lifter:
         self.backend = backend or TorchBackend(model)
         self.cfg = cfg or model.cfg
         self.device = next(model.parameters()).device
+        g = model.gmm
+        self.noise_source = PortableGMM(g.weights.cpu().numpy(), g.means.cpu().numpy(), g.variances.cpu().numpy())
         check = getattr(self.backend, "check_config", None)
         if check is not None:
             check(self.cfg)     # e.g. exported backends reject guidance mode 'full' up front
@@ -164,7 +170,8 @@ class Lifter:
         d = self.cfg.diffusion
         if d.noise == "video" and state.noise[b] is not None:
             return state.noise[b]
-        s = self.model.gmm.sample((d.hypotheses,), state.gens[b])
+        s = torch.from_numpy(self.noise_source.draw(state.seed, state.draws[b], d.hypotheses))   # (N, 3J)
+        state.draws[b] += 1
         state.noise[b] = s
         return s
 
@@ -174,7 +181,7 @@ class Lifter:
 
         Args:
             videos: prepared inputs; lengths may differ.
-            seed: noise seed (each video gets its own generator with this seed).
+            seed: noise seed in [0, 2^63): every video draws from the portable stream (seed, frame).
             progress: optional callable(frames_done) called after every step.
             noise: optional per-video GMM samples (T, N, 3J) used instead of drawing them
                 (golden-file parity across backends).

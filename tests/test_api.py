@@ -104,7 +104,8 @@ def test_normalized_coordinates(lifter):
     _, kp = _scene(5)
     a = lifter.lift(kp, image_size=(W, H), estimate_focal=False)
     b = lifter.lift(kp / np.array([W, H]), image_size=(W, H), normalized=True, estimate_focal=False)
-    np.testing.assert_allclose(a["poses_3d"], b["poses_3d"], atol=2e-2)           # float32 rounding only
+    # float32 rounding of the division only, grown by the DDIM steps and the autoregressive feedback
+    np.testing.assert_allclose(a["poses_3d"], b["poses_3d"], atol=0.2)           # mm
 
 
 def test_stream_is_the_pipeline_streaming_lifter_and_matches_offline(lifter):

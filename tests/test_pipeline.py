@@ -141,11 +141,9 @@ def test_one_frame_video(lifter, videos, batched):
 
 def test_seeds_and_fixed_noise(model, lifter, videos, batched):
     n = TINY.diffusion.hypotheses
-    # the noise the per-video generators draw: one GMM sample of N hypotheses per frame
-    noise = []
-    for v in videos:
-        g = torch.Generator().manual_seed(3)
-        noise.append(torch.stack([model.gmm.sample((n,), g) for _ in range(v.frames)]))
+    # the noise the portable stream draws: N GMM samples per frame, keyed by (seed, frame)
+    noise = [torch.stack([torch.from_numpy(lifter.noise_source.draw(3, t, n)) for t in range(v.frames)])
+             for v in videos]
     assert noise[2].shape == (23, n, 3 * J)
     fixed = lifter.lift(videos, seed=3, noise=noise)
     for a, b in zip(fixed, batched):
@@ -235,14 +233,12 @@ def test_streaming_rejects_bad_input(lifter):
 
 
 def test_video_noise_reuses_the_first_draw(model, videos):
-    """noise='video': every frame starts from the video's first GMM draw (per-video generator)."""
+    """noise='video': every frame starts from the video's first GMM draw (draw index 0)."""
     n = TINY.diffusion.hypotheses
     cfg = model.cfg.with_overrides(diffusion={"noise": "video"})
     got = Lifter(model, cfg=cfg).lift(videos, seed=3)
-    noise = []
-    for v in videos:
-        first = model.gmm.sample((n,), torch.Generator().manual_seed(3))
-        noise.append(first[None].expand(v.frames, -1, -1))
+    first = torch.from_numpy(Lifter(model).noise_source.draw(3, 0, n))
+    noise = [first[None].expand(v.frames, -1, -1) for v in videos]
     want = Lifter(model, cfg=cfg).lift(videos, seed=3, noise=noise)
     per_frame = Lifter(model).lift(videos, seed=3)
     for a, b, c in zip(got, want, per_frame):

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "starpose/rng.hpp"
 #include "starpose/runner.hpp"
 
 namespace py = pybind11;
@@ -204,6 +205,27 @@ py::object lift(const starpose::Runner& runner, const py::sequence& videos, uint
   return py::make_tuple(results, d);
 }
 
+// starpose::gmm_draw on a GMM given as weights (M,), means and variances (M, D): (n, D) float32
+FloatArray gmm_draw(const py::handle& weights, const py::handle& means, const py::handle& variances,
+                    uint64_t seed, uint64_t index, int n) {
+  FloatArray w = as_float_array(weights, "weights"), mu = as_float_array(means, "means"),
+             var = as_float_array(variances, "variances");
+  if (w.ndim() != 1 || mu.ndim() != 2 || var.ndim() != 2 || mu.shape(0) != w.shape(0) ||
+      var.shape(0) != w.shape(0) || var.shape(1) != mu.shape(1) || w.shape(0) < 1 || n < 0)
+    throw InputError("gmm_draw needs weights (M,), means and variances (M, D) and n >= 0, got " + shape_str(w) +
+                     ", " + shape_str(mu) + ", " + shape_str(var));
+  const int M = static_cast<int>(w.shape(0)), D = static_cast<int>(mu.shape(1));
+  std::vector<double> cdf(M);
+  double total = 0.0, acc = 0.0;
+  for (int m = 0; m < M; ++m) total += w.data()[m];
+  for (int m = 0; m < M; ++m) cdf[m] = (acc += w.data()[m] / total);   // as the runner's LiftJob
+  std::vector<float> stds(static_cast<size_t>(M) * D);
+  for (size_t i = 0; i < stds.size(); ++i) stds[i] = std::sqrt(var.data()[i]);
+  FloatArray out({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(D)});
+  starpose::gmm_draw(cdf, mu.data(), stds.data(), D, seed, index, n, out.mutable_data());
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_ortrunner, m) {
@@ -212,6 +234,8 @@ PYBIND11_MODULE(_ortrunner, m) {
 
   m.def("load_onnxruntime", &starpose::load_onnxruntime, py::arg("library_path") = "",
         "dlopen ONNX Runtime's shared library once per process; returns its version.");
+  m.def("gmm_draw", &gmm_draw, py::arg("weights"), py::arg("means"), py::arg("variances"), py::arg("seed"),
+        py::arg("index"), py::arg("n"), "N GMM samples (n, D) of the portable noise stream (engine/rng.py).");
   m.def("onnxruntime_loaded", &starpose::onnxruntime_loaded, "Whether load_onnxruntime succeeded.");
 
   py::class_<starpose::Runner>(m, "Runner", "Sessions of one export directory; lift() is thread-safe.")

@@ -11,11 +11,11 @@
 #include <cstring>
 #include <limits>
 #include <numeric>
-#include <random>
 #include <sstream>
 
 #include "geometry.hpp"
 #include "ort_env.hpp"
+#include "starpose/rng.hpp"
 #include "spec.hpp"
 #include "starpose/runner.hpp"
 
@@ -107,33 +107,6 @@ Ort::Value tensor(const Ort::MemoryInfo& mem, int64_t* data, std::initializer_li
   for (auto d : shape) n *= static_cast<size_t>(d);
   return Ort::Value::CreateTensor<int64_t>(mem, data, n, shape.begin(), shape.size());
 }
-
-// ---------------------------------------------------------------------------------------------
-// Randomness: per video a std::mt19937_64 seeded with the lift seed, uniform doubles from the top
-// 53 bits, normals by Box-Muller (both values used), GMM component by inverse CDF. Portable (no
-// std::*_distribution, whose algorithms differ between standard libraries); not torch's stream.
-
-class Rng {
- public:
-  explicit Rng(uint64_t seed) : gen_(seed) {}
-  double uniform() { return static_cast<double>(gen_() >> 11) * (1.0 / 9007199254740992.0); }
-  double normal() {
-    if (has_spare_) {
-      has_spare_ = false;
-      return spare_;
-    }
-    const double u1 = 1.0 - uniform(), u2 = uniform();   // u1 in (0, 1]
-    const double r = std::sqrt(-2.0 * std::log(u1)), a = 6.283185307179586 * u2;
-    spare_ = r * std::sin(a);
-    has_spare_ = true;
-    return r * std::cos(a);
-  }
-
- private:
-  std::mt19937_64 gen_;
-  double spare_ = 0.0;
-  bool has_spare_ = false;
-};
 
 struct WindowPlan {
   int start, first, stop;   // window [start, start + F) lifts frames [first, stop)
@@ -333,10 +306,8 @@ class LiftJob {
   std::vector<int64_t> kbuf;                            // (B N,)
   std::vector<float> agg;                               // (J, 3)
   std::vector<StpgGrad> stpg;
-  std::vector<Rng> rngs;
   std::vector<double> cdf;                              // GMM component CDF
   std::vector<float> gmm_std;                           // (M, 3J)
-  std::vector<int> comp;                                // (N,)
   std::vector<float> video_samples;                     // (B, N, 3J) first draw per video (noise 'video')
   std::vector<char> drawn;                              // (B,) video_samples[b] holds a draw
   std::vector<Ort::Value> cond_in;
@@ -389,10 +360,8 @@ LiftJob::LiftJob(const Runner::Impl& impl, const std::vector<VideoView>& videos,
   kbuf.resize(R);
   agg.resize(J3);
   stpg.reserve(B);
-  rngs.reserve(B);
   for (int b = 0; b < B; ++b) {
     stpg.emplace_back(spec.skeleton, spec.constants, L);
-    rngs.emplace_back(st.seed);   // like torch: every video its own generator with the same seed
   }
   const int M = spec.gmm_components;
   double total = 0.0, acc = 0.0;
@@ -401,7 +370,6 @@ LiftJob::LiftJob(const Runner::Impl& impl, const std::vector<VideoView>& videos,
   for (int m = 0; m < M; ++m) cdf[m] = (acc += spec.gmm_weights[m] / total);
   gmm_std.resize(spec.gmm_variances.size());
   for (size_t i = 0; i < gmm_std.size(); ++i) gmm_std[i] = std::sqrt(spec.gmm_variances[i]);
-  comp.resize(N);
   cond_in.reserve(I.condition.inputs.size());
 }
 
@@ -481,7 +449,6 @@ void LiftJob::condition(int n) {
 }
 
 void LiftJob::initial_noise(int t, int n) {
-  const int M = spec.gmm_components;
   for (int b = 0; b < n; ++b) {
     float* s = &samples[static_cast<size_t>(b) * N * D3];
     if (vid[b]->noise) {
@@ -493,17 +460,8 @@ void LiftJob::initial_noise(int t, int n) {
       std::memcpy(s, keep, sizeof(float) * N * D3);
       continue;
     }
-    for (int i = 0; i < N; ++i) {   // like GMMParams.sample: N components first, then N x 3J normals
-      const double u = rngs[b].uniform();
-      int m = 0;
-      while (m < M - 1 && u >= cdf[m]) ++m;
-      comp[i] = m;
-    }
-    for (int i = 0; i < N; ++i) {
-      const float* mean = &spec.gmm_means[static_cast<size_t>(comp[i]) * D3];
-      const float* sd = &gmm_std[static_cast<size_t>(comp[i]) * D3];
-      for (int d = 0; d < D3; ++d) s[i * D3 + d] = mean[d] + sd[d] * static_cast<float>(rngs[b].normal());
-    }
+    // engine.rng: the portable stream keyed by (seed, draw index); 'video' draws once, index 0
+    gmm_draw(cdf, spec.gmm_means.data(), gmm_std.data(), D3, st.seed, keep ? 0 : static_cast<uint64_t>(t), N, s);
     if (keep) {
       std::memcpy(keep, s, sizeof(float) * N * D3);
       drawn[b] = 1;

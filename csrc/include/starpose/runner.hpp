@@ -9,10 +9,9 @@
 //
 // Per video and frame, exactly as the Python pipeline: context windows of F frames planned like
 // engine.pipeline.plan_windows/window_slice; the condition graph over the past L frames; N GMM
-// noise samples (given by the caller for parity with torch, or drawn with a seeded
-// std::mt19937_64 per video: the same seed gives the same stream on every platform up to libm
-// rounding, but it is NOT torch's stream, so runs without given noise agree with torch only in
-// distribution); initial noise per engine.sampler.initial_noise; S DDIM steps with the N
+// noise samples (given by the caller, or drawn from the portable counter-based stream of
+// engine/rng.py keyed by (seed, frame) per video, so a seed gives the same noise here, in every
+// Python backend and on every platform up to libm rounding); initial noise per engine.sampler.initial_noise; S DDIM steps with the N
 // hypotheses of all active videos in one denoiser call per step; STPG (x0 mode) with the
 // max_step trust region; mean or reproj aggregation; spread; history push.
 //
@@ -64,7 +63,7 @@ struct LiftSettings {
   std::string aggregation = "mean";              // "mean" | "reproj"
   std::string noise = "frame";                   // "frame": fresh GMM draws per frame | "video": one draw reused
   GuidanceSettings guidance;
-  uint64_t seed = 0;                             // RNG seed (each video: its own generator)
+  uint64_t seed = 0;                             // noise seed (engine/rng.py: per video, keyed by (seed, frame))
   bool person_view = false;                      // lift in each frame's person-centred camera
                                                  // (engine/input_norm.py); default: runner.json's input_view
 };
