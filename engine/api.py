@@ -36,10 +36,11 @@ from .camera import Intrinsics, normalize_screen
 from .formats import FORMATS, check_h36m_layout, to_h36m
 from .intrinsics import estimate_focal as _estimate_focal
 from .intrinsics import root_trajectory
+from . import validate
+from .pipeline import MAX_NORMALIZED
 from .io import InputError
 from .resample import fill_missing, resample
 
-MAX_NORMALIZED = 1000.0      # keypoints further than ~500 image widths from the image are rejected
 FPS_RANGE = (1.0, 10000.0)
 FOCAL_RATIO_RANGE = (0.01, 100.0)   # given focal length / image width
 
@@ -54,9 +55,9 @@ def prepare_keypoints(keypoints, fmt: str = "h36m", conf_threshold: float | None
     ``image_size``: when given (and the input is not declared normalised), refuse coordinates that
     all lie within [0, 1.5] of a larger image: they are normalised coordinates without ``--normalized``.
     """
-    if conf_threshold is not None and not (0.0 <= conf_threshold <= 1.0):
-        raise InputError(f"--conf-threshold must be in [0, 1], got {conf_threshold}")
-    kp = to_h36m(keypoints, fmt, where)
+    if conf_threshold is not None:
+        conf_threshold = validate.real(conf_threshold, "conf_threshold", 0.0, 1.0)
+    kp = to_h36m(validate.numbers_array(keypoints, where), fmt, where)
     if check_layout and fmt == "h36m":
         check_h36m_layout(kp, where)
     if normalized_size is None and image_size is not None and min(image_size) >= 32:
@@ -144,9 +145,9 @@ def lift_keypoints(lifter, kp: np.ndarray, intr: Intrinsics, intrinsics_given: b
     model_fps = float(lifter.model.cfg.fps)
     frames = kp.shape[0]
     if fps is not None:
-        fps = float(fps)
-        if not (FPS_RANGE[0] <= fps <= FPS_RANGE[1]):
-            raise InputError(f"--fps must be in [{FPS_RANGE[0]:g}, {FPS_RANGE[1]:g}], got {fps:g}")
+        fps = validate.real(fps, "fps", *FPS_RANGE)
+    seed = validate.seed(seed)
+    progress = validate.callback(progress, "progress")
     src_fps = fps if fps is not None else model_fps
     resampled = abs(src_fps - model_fps) > 1e-6 * model_fps
     kp_model = resample(kp, src_fps, model_fps) if resampled else kp
@@ -202,14 +203,13 @@ class StarPoseLifter:
         from .backends import BackendUnavailable, make_backend
         from .checkpoint import DEFAULT_CHECKPOINT, CheckpointError, load_checkpoint
         from .pipeline import Lifter
+        from .backends import BACKENDS
         known = {"hypotheses", "steps", "aggregation", "guidance", "guidance_mode", "rho", "seed"}
         bad = set(overrides) - known
         if bad:
-            raise TypeError(f"unknown overrides {sorted(bad)}; known: {sorted(known)}")
-        try:
-            self.device = torch.device(device)
-        except RuntimeError:
-            raise InputError(f"device {device!r} is not a valid torch device") from None
+            raise TypeError(f"unknown overrides {sorted(bad)}; known: {sorted(known)}")   # as Python for keywords
+        self.device = validate.device(device)
+        validate.choice(backend, "backend", BACKENDS)
         if model is None:
             ckpt = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
             try:
@@ -221,9 +221,14 @@ class StarPoseLifter:
             model = model.to(self.device).eval()
             self.checkpoint = None
         self.model = model
-        self.seed = int(overrides.get("seed", 0))
-        if self.seed < 0:
-            raise InputError(f"seed must be >= 0, got {self.seed}")
+        self.seed = validate.seed(overrides.get("seed", 0))
+        for name in ("hypotheses", "steps"):
+            if overrides.get(name) is not None:
+                validate.integer(overrides[name], name, 1)
+        if overrides.get("rho") is not None:
+            validate.real(overrides["rho"], "rho", 0.0)
+        if overrides.get("guidance") is not None:
+            validate.flag(overrides["guidance"], "guidance")
         sections = config_overrides(**{k: v for k, v in overrides.items() if k != "seed"})
         try:
             self.cfg = model.cfg.with_overrides(**sections)
@@ -274,16 +279,19 @@ class StarPoseLifter:
             ``keypoints_2d`` (T, 17, 3) the H36M pixels + confidence that were lifted (filled),
             ``joint_names``; and ``meta`` (a dict).
         """
-        if format not in FORMATS:
+        if not isinstance(format, str) or format not in FORMATS:
             raise InputError(f"unknown keypoint format {format!r}; choose from {', '.join(FORMATS)}")
+        normalized = validate.flag(normalized, "normalized")
+        encoder_only = validate.flag(encoder_only, "encoder_only")
+        estimate_focal = validate.flag(estimate_focal, "estimate_focal")
+        seed = self.seed if seed is None else validate.seed(seed)
         if normalized and image_size is None:
             raise InputError("normalised keypoints need the image size")
         intr, given = resolve_intrinsics(image_size, intrinsics)
         kp, filled = prepare_keypoints(keypoints, format, conf_threshold,
                                        _size(image_size) if normalized else None)
-        out = lift_keypoints(self.lifter, kp, intr, given, fps, self.seed if seed is None else seed,
-                             progress, estimate_focal, bool(encoder_only))
-        meta = self.describe(bool(encoder_only))
+        out = lift_keypoints(self.lifter, kp, intr, given, fps, seed, progress, estimate_focal, encoder_only)
+        meta = self.describe(encoder_only)
         meta.update(out["meta"])
         meta.update({"format": format, "conf_threshold": conf_threshold, "filled_joints": int(filled.sum())})
         return {
@@ -323,15 +331,17 @@ class StarPoseLifter:
         """
         from .pipeline import StreamingLifter
         intr, _ = resolve_intrinsics(image_size, intrinsics)
-        if format not in FORMATS:
+        if not isinstance(format, str) or format not in FORMATS:
             raise InputError(f"unknown format {format!r}; choose from {', '.join(FORMATS)}")
+        seed = self.seed if seed is None else validate.seed(seed)
+        validate.choice(mode, "mode", ("exact", "causal"))
+        encoder_only = validate.flag(encoder_only, "encoder_only")
         model_fps = float(self.lifter.model.cfg.fps)
         if fps is not None and not (isinstance(fps, (int, float)) and abs(float(fps) - model_fps) <= 1e-6 * model_fps):
             raise InputError(f"a stream is not resampled: push frames at the model's {model_fps:g} Hz "
                              f"(got fps={fps!r}); lift() resamples whole clips")
         try:
-            inner = StreamingLifter(self.lifter, intr, seed=self.seed if seed is None else seed, mode=mode,
-                                    encoder_only=encoder_only)
+            inner = StreamingLifter(self.lifter, intr, seed=seed, mode=mode, encoder_only=encoder_only)
         except ValueError as e:
             raise InputError(str(e)) from None
         return PoseStream(inner, format)
@@ -364,10 +374,7 @@ class PoseStream:
         return (self.inner.flush() * 1000.0).astype(np.float32)
 
     def _clean(self, keypoints) -> np.ndarray:
-        try:
-            arr = np.asarray(keypoints, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise InputError("a stream frame must be a (J, 2|3) array of numbers") from None
+        arr = validate.numbers_array(keypoints, "a stream frame").astype(np.float64)
         if arr.ndim != 2:
             raise InputError(f"a stream frame must be (J, 2|3), got shape {arr.shape}")
         arr = arr.copy()

@@ -24,7 +24,7 @@ import glob as _glob
 from pathlib import Path
 
 from .io import InputError
-from .readers import _natural_key, is_openpose_folder
+from .readers import _natural_key, check_input_path, is_openpose_folder
 
 CLIP_SUFFIXES = (".npy", ".npz", ".json")
 OUTPUT_ENDINGS = ("_3d.npz", "_3d.json", "_3d.csv", "_3d.bvh")
@@ -45,6 +45,7 @@ def expand_inputs(items: list[str | Path]) -> tuple[list[Path], bool]:
     batch = len(items) > 1
     for item in items:
         p = Path(item)
+        check_input_path(p)
         if p.is_dir() and not is_openpose_folder(p):
             found = sorted((c for c in p.iterdir() if _is_clip(c)), key=lambda c: _natural_key(c.name))
             if not found:
@@ -60,6 +61,8 @@ def expand_inputs(items: list[str | Path]) -> tuple[list[Path], bool]:
             batch = True
         else:
             clips.append(p)
+    for c in clips:
+        check_input_path(c)
     seen, unique = set(), []
     for c in clips:
         key = c.resolve()

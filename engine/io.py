@@ -73,27 +73,176 @@ def check_keypoints(arr: np.ndarray, num_joints: int, where: str = "keypoints", 
     return arr
 
 
-def write_atomic(path: str | Path, write, binary: bool = True) -> Path:
-    """Call ``write(f)`` on a temporary file in the target's folder, then rename it into place.
+def _temp_prefix(path: Path) -> str:
+    """Temporary files of ``path`` are ``.<stem>.<pid>.<random><suffix>.tmp`` in its folder."""
+    return f".{path.stem}.{os.getpid()}."
 
-    Nothing is left behind on failure or interruption. ``binary`` False opens the file as UTF-8
-    text (newline translation off, for CSV).
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:          # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temps(path: Path) -> list[Path]:
+    """Delete temporary files of ``path`` left by a killed run (SIGKILL, power loss): those whose
+    writer process no longer exists. A live writer's temporary file is never touched."""
+    removed = []
+    head, tail = f".{path.stem}.", path.suffix + ".tmp"
+    try:
+        entries = list(path.parent.iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        name = p.name
+        if not (name.startswith(head) and name.endswith(tail)):
+            continue
+        pid = name[len(head):].split(".", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            try:
+                p.unlink()
+                removed.append(p)
+            except OSError:
+                pass
+    return removed
+
+
+def _why(e: OSError) -> str:
+    return e.strerror or type(e).__name__
+
+
+def check_writable(path: str | Path, what: str = "output") -> Path:
+    """Check, before any work, that ``path`` can be written atomically; raise :class:`InputError`.
+
+    Catches what would otherwise fail only after a long lift: an existing folder of that name, a
+    parent that is a file, a read-only or special folder (/proc, /sys), names too long for the
+    file system (including the temporary name). Probes by creating and deleting the temporary file
+    in the nearest existing folder; creates nothing else.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix + ".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)       # mkstemp creates 0600; give the usual permissions
     try:
+        return _check_writable(path, what)
+    except OSError as e:            # stat itself refused: a name too long, a symlink loop, ...
+        raise InputError(f"cannot write {what} {path}: {_why(e)}") from None
+
+
+def _check_writable(path: Path, what: str) -> Path:
+    if path.is_dir():
+        raise InputError(f"cannot write {what} {path}: it is an existing folder")
+    folder = path.parent
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder.name)
+        folder = folder.parent
+    if not folder.is_dir():
+        raise InputError(f"cannot write {what} {path}: {folder} is not a folder")
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    longest = max([len(n.encode()) for n in missing] + [len((_temp_prefix(path) + "x" * 8 + path.suffix +
+                                                              ".tmp").encode())])
+    if longest > limit:
+        raise InputError(f"cannot write {what} {path}: a name is too long for the file system "
+                         f"({longest} bytes with the temporary name, limit {limit})")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path) if not missing else ".starpose-probe.",
+                                   suffix=path.suffix + ".tmp", dir=folder)
+        os.close(fd)
+        os.remove(tmp)
+    except OSError as e:
+        raise InputError(f"cannot write {what} {path}: {_why(e)} in {folder}") from None
+    return path
+
+
+def _stage(path: Path, write, binary: bool) -> str:
+    """Write into a fresh temporary file beside ``path``; returns its name (removed on failure)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=path.suffix + ".tmp", dir=path.parent)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)       # mkstemp creates 0600; give the usual permissions
         with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="")) as f:
             write(f)
-        os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
-    return path
+    return tmp
+
+
+def write_atomic(path: str | Path, write, binary: bool = True) -> Path:
+    """Call ``write(f)`` on a temporary file in the target's folder, then rename it into place.
+
+    Nothing is left behind on failure or interruption; a temporary file left by a killed run
+    (SIGKILL) is removed by the next write of the same target. ``binary`` False opens the file
+    as UTF-8 text (newline translation off, for CSV).
+    """
+    with OutputGroup() as group:
+        group.add(path, write, binary)
+    return Path(path)
+
+
+class OutputGroup:
+    """Several outputs of one result, all or none: each is written to a temporary file, and only
+    when every one is complete are they renamed into place, with SIGINT and SIGTERM held back
+    for those few renames. On an error or an interrupt the temporary files are removed.
+
+        with OutputGroup() as g:
+            g.add(path_json, write_json, binary=False)
+            g.add(path_npz, write_npz)
+    """
+
+    def __init__(self):
+        self.staged: list[tuple[str, Path]] = []
+
+    def add(self, path: str | Path, write, binary: bool = True) -> Path:
+        path = Path(path)
+        self.staged.append((_stage(path, write, binary), path))
+        return path
+
+    def __enter__(self) -> "OutputGroup":
+        return self
+
+    def __exit__(self, kind, err, tb) -> bool:
+        if kind is not None:
+            self._discard()
+            return False
+        held = _hold_signals()
+        try:
+            for tmp, path in self.staged:
+                os.replace(tmp, path)
+        except BaseException:
+            self._discard()
+            raise
+        finally:
+            _release_signals(held)
+        return False
+
+    def _discard(self) -> None:
+        for tmp, _ in self.staged:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+
+def _hold_signals():
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        return None
+    return signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
+def _release_signals(held) -> None:
+    if held is not None:
+        import signal
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def write_npz_atomic(path: str | Path, **arrays) -> Path:

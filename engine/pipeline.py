@@ -40,9 +40,13 @@ from .camera import Intrinsics, normalize_screen
 from .config import StarPoseConfig
 from .guidance import GuidanceInputs
 from .input_norm import from_view, person_view, to_view
+from .io import InputError
 from .model import StarPose
 from .rng import PortableGMM
 from .sampler import aggregate, initial_noise, sample_frame
+
+
+MAX_NORMALIZED = 1000.0      # |normalised screen coordinate| beyond this (~500 image widths) is refused
 
 
 @dataclass
@@ -54,10 +58,24 @@ class VideoInput:
 
     @classmethod
     def from_pixels(cls, keypoints: np.ndarray, intrinsics: Intrinsics) -> "VideoInput":
-        """keypoints: (T, J, 2) pixels or (T, J, 3) with a confidence channel."""
-        kp = torch.as_tensor(np.asarray(keypoints, dtype=np.float32))
+        """keypoints: (T, J, 2) pixels or (T, J, 3) with a confidence channel, all finite.
+
+        Raises :class:`engine.io.InputError` for NaN, inf or coordinates hundreds of image widths
+        away (one bad joint would turn every later pose of the autoregressive loop into NaN);
+        :class:`engine.api.StarPoseLifter` and the CLI fill missing joints before they get here.
+        """
+        arr = np.asarray(keypoints, dtype=np.float32)
+        if arr.ndim != 3 or arr.shape[-1] not in (2, 3):
+            raise InputError(f"keypoints must be (T, J, 2|3), got shape {arr.shape}")
+        kp = torch.as_tensor(arr)
         conf = kp[..., 2].clamp(0, 1) if kp.shape[-1] == 3 else torch.ones(kp.shape[:-1])
         xy = normalize_screen(kp[..., :2], float(intrinsics.width), float(intrinsics.height))
+        bad = ~torch.isfinite(kp).all(-1) | (xy.abs() > MAX_NORMALIZED).any(-1)          # (T, J)
+        if bad.any():
+            t, j = (int(v) for v in bad.nonzero()[0])
+            raise InputError(f"keypoints: {int(bad.sum())} joint(s) with NaN, inf or coordinates far outside the "
+                             f"image, first at frame {t}, joint {j}; fill missing joints first "
+                             "(engine.api.StarPoseLifter does)")
         return cls(xy, conf, torch.from_numpy(intrinsics.normalized()))
 
     @property

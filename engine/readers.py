@@ -28,8 +28,11 @@ A person absent from a frame gets NaN coordinates there (missing; filled by
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,23 +57,48 @@ class RawInput:
         return next(iter(self.people.values())).shape[0]
 
 
+def check_input_path(p: Path) -> None:
+    """Raise :class:`InputError` for an input the file system will not give: too long a name, a
+    symlink loop, a folder that cannot be listed, a file that cannot be opened."""
+    try:
+        st = os.stat(p)
+        if stat.S_ISDIR(st.st_mode):
+            next(os.scandir(p), None)
+        else:
+            with open(p, "rb"):
+                pass
+    except FileNotFoundError:
+        return                                  # reported as 'not found' (or tried as a glob) later
+    except OSError as e:
+        raise InputError(f"cannot read input {p}: {e.strerror or type(e).__name__}") from None
+
+
 def is_openpose_folder(path: Path) -> bool:
-    """A folder whose first JSON file (natural order) has a ``people`` list."""
-    if not path.is_dir():
+    """A folder of OpenPose frames: every JSON file named ``*_keypoints.json`` (OpenPose's own
+    naming), or a first JSON file (natural order) with a ``people`` list. Decided by the names
+    first, so a broken first frame is reported as such instead of the folder being read as a
+    folder of separate clips."""
+    try:
+        if not path.is_dir():
+            return False
+        files = _json_files(path)
+    except OSError:
         return False
-    files = _json_files(path)
     if not files:
         return False
+    if all(f.name.lower().endswith("_keypoints.json") for f in files):
+        return True
     try:
-        with open(files[0], encoding="utf-8") as f:
+        with open(files[0], encoding="utf-8-sig") as f:
             doc = json.load(f)
-    except (OSError, ValueError, UnicodeDecodeError):
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
         return False
     return isinstance(doc, dict) and isinstance(doc.get("people"), list)
 
 
 def read_input(path: str | Path) -> RawInput:
     path = Path(path)
+    check_input_path(path)
     if not path.exists():
         raise InputError(f"input file not found: {path}")
     if path.is_dir():
@@ -82,7 +110,7 @@ def read_input(path: str | Path) -> RawInput:
         raise InputError(f"input is not a file: {path}")
     suffix = path.suffix.lower()
     if suffix in (".npy", ".npz"):
-        return _read_numpy(path, suffix)
+        return _read_numpy(path, _numpy_kind(path, suffix))
     if suffix == ".json":
         return _read_json(path)
     raise InputError(f"{path}: unsupported file type {suffix or '(none)'}; use .npy, .npz, .json "
@@ -90,11 +118,52 @@ def read_input(path: str | Path) -> RawInput:
 
 
 # -- numpy -------------------------------------------------------------------------------------
+def _numpy_kind(path: Path, suffix: str) -> str:
+    """'.npy' or '.npz' from the file's first bytes (a .npy renamed .npz is still read)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror or type(e).__name__})") from None
+    if head.startswith(b"PK"):
+        return ".npz"
+    if head == b"\x93NUMPY":
+        return ".npy"
+    raise InputError(f"{path}: not a NumPy {suffix} file (it starts with {head!r})")
+
+
+def _check_npy_header(f, available: int, where: str) -> None:
+    """Refuse a .npy whose header claims more data than the file holds, before allocating it."""
+    try:
+        version = np.lib.format.read_magic(f)
+        shape, _, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0(f))
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError) as e:
+        raise InputError(f"{where}: not a valid .npy header ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if claimed > available:
+        raise InputError(f"{where}: the header claims shape {tuple(shape)} ({claimed:,} bytes) but the file holds "
+                         f"{available:,}; the file is truncated or corrupt")
+
+
+def _check_numpy_sizes(path: Path, suffix: str) -> None:
+    if suffix == ".npy":
+        with open(path, "rb") as f:
+            _check_npy_header(f, os.fstat(f.fileno()).st_size, str(path))
+        return
+    with zipfile.ZipFile(path) as z:
+        for info in z.infolist():
+            if info.filename.endswith(".npy"):
+                with z.open(info) as f:
+                    _check_npy_header(f, info.file_size, f"{path}: '{info.filename[:-4]}'")
+
+
 def _read_numpy(path: Path, suffix: str) -> RawInput:
     extras: dict = {}
     ids = None
     gt = None
     try:
+        _check_numpy_sizes(path, suffix)
         if suffix == ".npy":
             arr = np.load(path, allow_pickle=False)
         else:
@@ -116,8 +185,9 @@ def _read_numpy(path: Path, suffix: str) -> RawInput:
                 gt = _load_gt(z, path) if GT_KEY in z.files else None
     except InputError:
         raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-        raise InputError(f"{path}: cannot read keypoints ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError) as e:
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InputError(f"{path}: cannot read keypoints ({why}); the file is corrupt or not a NumPy file") from None
     arr = np.asarray(arr)
     if arr.ndim == 4:
         if ids is None:
@@ -137,7 +207,7 @@ def _read_numpy(path: Path, suffix: str) -> RawInput:
 def _load_gt(z, path: Path) -> np.ndarray:
     try:
         return np.asarray(z[GT_KEY])
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError) as e:
         why = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise InputError(f"{path}: cannot read '{GT_KEY}' ({why})") from None
 
@@ -159,14 +229,42 @@ def _check_gt(gt: np.ndarray, lead: tuple, path: Path, ids: list[int]) -> dict[i
 
 
 # -- JSON ----------------------------------------------------------------------------------------
+def _parse_int(text: str):
+    """JSON integers: beyond 64 bits they become floats (inf past float range), so an absurd
+    number is reported as a bad value rather than overflowing a conversion later."""
+    return int(text) if len(text) <= 18 else float(text)
+
+
 def _load_json(path: Path):
+    """Parse a JSON file (a UTF-8 byte-order mark is allowed); errors are one line."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: cannot read ({e})") from None
+        with open(path, encoding="utf-8-sig") as f:
+            return json.load(f, parse_int=_parse_int)
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror or type(e).__name__})") from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except RecursionError:
+        raise InputError(f"{path}: JSON nested too deeply to be keypoints") from None
     except ValueError as e:
         raise InputError(f"{path}: not valid JSON ({str(e).splitlines()[0]})") from None
+
+
+def _person_id(value, default: int, where: str) -> int:
+    """A track/person id: an integer (or an integral float) in int64 range; absent -> default."""
+    if value is None:
+        return default
+    if isinstance(value, bool) or not _num(value) or not np.isfinite(value) or value != int(value) \
+            or abs(value) >= 2 ** 63:
+        raise InputError(f"{where}: person id must be an integer, got {str(value)[:40]}")
+    return int(value)
+
+
+def _image_size(value, where: str) -> tuple[int, int]:
+    if not (isinstance(value, list) and len(value) == 2 and all(_num(v) and np.isfinite(v) and 0 < v < 2 ** 31
+                                                               for v in value)):
+        raise InputError(f"{where}: image_size must be two positive numbers [W, H], got {str(value)[:60]}")
+    return int(value[0]), int(value[1])
 
 
 def _num(x) -> bool:
@@ -202,8 +300,8 @@ def _read_json(path: Path) -> RawInput:
     extras: dict = {}
     if isinstance(doc, dict) and "instance_info" in doc:
         meta = doc.get("meta_info") or {}
-        if isinstance(meta, dict) and isinstance(meta.get("image_size"), list) and len(meta["image_size"]) == 2:
-            extras["image_size"] = tuple(int(v) for v in meta["image_size"])
+        if isinstance(meta, dict) and meta.get("image_size") is not None:
+            extras["image_size"] = _image_size(meta["image_size"], f"{path}: meta_info")
         doc = doc["instance_info"]
     if isinstance(doc, dict) and "people" in doc:
         raise InputError(f"{path}: this is one OpenPose frame; pass the folder that holds all frames")
@@ -214,8 +312,8 @@ def _read_json(path: Path) -> RawInput:
         frames = []
         for i, d in enumerate(doc):
             fid = d.get("frame_id", i)
-            if not _num(fid):
-                raise InputError(f"{path}: frame {i} has a non-numeric frame_id")
+            if not _num(fid) or not np.isfinite(fid):
+                raise InputError(f"{path}: frame {i} has a frame_id that is not a finite number")
             if not isinstance(d["instances"], list):
                 raise InputError(f"{path}: frame {i}: 'instances' must be a list")
             people = {}
@@ -223,8 +321,7 @@ def _read_json(path: Path) -> RawInput:
                 where = f"{path}: frame {i}, instance {k}"
                 if not isinstance(inst, dict) or "keypoints" not in inst:
                     raise InputError(f"{where}: no 'keypoints'")
-                pid = inst.get("track_id", k)
-                pid = k if pid is None or not _num(pid) else int(pid)
+                pid = _person_id(inst.get("track_id"), k, f"{where}: track_id")
                 if pid in people:
                     raise InputError(f"{where}: person id {pid} appears twice in one frame")
                 people[pid] = _points(inst["keypoints"], inst.get("keypoint_scores"), where)
@@ -241,10 +338,10 @@ def _read_json(path: Path) -> RawInput:
             if img not in by_image:
                 by_image[img] = {}
                 order.append(img)
-            pid = d.get("idx", len(by_image[img]))
-            if isinstance(pid, list):
-                pid = pid[0] if pid and _num(pid[0]) else len(by_image[img])
-            pid = int(pid) if _num(pid) else len(by_image[img])
+            pid = d.get("idx")
+            if isinstance(pid, list):           # AlphaPose tracking writes idx as [id] or [id, ...]
+                pid = pid[0] if pid else None
+            pid = _person_id(pid, len(by_image[img]), f"{path}: detection {k}: idx")
             if pid in by_image[img]:
                 raise InputError(f"{path}: image {img}: person id {pid} appears twice")
             by_image[img][pid] = _points(d["keypoints"], None, f"{path}: detection {k}", flat=True)
@@ -295,8 +392,9 @@ def _read_openpose_folder(folder: Path) -> RawInput:
             if not isinstance(p, dict) or "pose_keypoints_2d" not in p:
                 raise InputError(f"{f}: person {k} has no 'pose_keypoints_2d'")
             pid = p.get("person_id", -1)
-            pid = pid[0] if isinstance(pid, list) and pid else pid
-            pid = int(pid) if _num(pid) and pid >= 0 else k
+            pid = pid[0] if isinstance(pid, list) and pid else (None if isinstance(pid, list) else pid)
+            pid = _person_id(pid, k, f"{f}: person {k}: person_id")
+            pid = pid if pid >= 0 else k                 # OpenPose writes -1 when it does not track
             if pid in people:
                 raise InputError(f"{f}: person id {pid} appears twice")
             a = _points(p["pose_keypoints_2d"], None, f"{f}: person {k}", flat=True)

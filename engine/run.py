@@ -37,7 +37,7 @@ from .backends import available_backends
 from .config import MAX_SIZE
 from .formats import FORMATS
 from .skeleton import H36M17
-from .io import InputError, result_arrays, write_npz_atomic
+from .io import InputError, OutputGroup, check_writable, result_arrays
 from .writers import EXPORTS
 
 EXIT_BAD_INPUT = 2
@@ -140,24 +140,45 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _fail(msg: str) -> int:
-    print(f"error: {msg}", file=sys.stderr)
+    print("error: " + msg.replace("\r", "\\r").replace("\n", "\\n"), file=sys.stderr)   # always one line
     return EXIT_BAD_INPUT
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: finished outputs kept, the one in progress not written."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+    import threading
     args = build_parser().parse_args(argv)
     written: list[Path] = []          # outputs finished so far, reported if the run is interrupted
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return _run(args, written)
     except InputError as e:
         return _fail(str(e))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         if written:
             print(f"interrupted: {len(written)} finished output(s) kept; the clip in progress was "
                   "not written", file=sys.stderr)
         else:
             print("interrupted: no output written", file=sys.stderr)
-        return 130
+        return 143 if isinstance(e, Terminated) else 130
+    except OSError as e:              # the file system refused something the checks did not foresee
+        where = f"{e.filename}: " if e.filename else ""
+        return _fail(f"{where}{e.strerror or e}")
+    except MemoryError:
+        return _fail("out of memory; lift shorter clips (split the input) or use fewer --hypotheses")
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 SAMPLER_FLAGS = ("hypotheses", "steps", "aggregation", "guidance_mode", "rho")   # dest names, default None
@@ -229,16 +250,11 @@ def _run(args, written: list[Path]) -> int:
     from .checkpoint import DEFAULT_CHECKPOINT, CheckpointError, load_checkpoint
     from .pipeline import Lifter
 
+    t_start = time.perf_counter()
     exports = _check_args(args)
     torch.set_num_threads(args.threads)
-    try:
-        device = torch.device(args.device)
-    except RuntimeError:
-        raise InputError(f"--device {args.device!r} is not a valid torch device") from None
-    if device.type not in ("cpu", "cuda"):
-        raise InputError(f"--device {args.device}: only cpu and cuda devices are supported")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device {args.device}: CUDA is not available on this machine")
+    from .validate import device as valid_device
+    device = valid_device(args.device)
 
     ckpt = args.checkpoint or DEFAULT_CHECKPOINT
     if args.checkpoint is None and not DEFAULT_CHECKPOINT.is_file():
@@ -259,10 +275,13 @@ def _run(args, written: list[Path]) -> int:
         cfg = model.cfg.with_overrides(**sections)
     except ValueError as e:
         raise InputError(str(e)) from None
+    t_backend = time.perf_counter()
     try:
-        backend = make_backend(args.backend, model, str(device))
+        backend = make_backend(args.backend, model, str(device))     # onnx/cpp: may export first (once)
     except BackendUnavailable as e:
         raise InputError(str(e)) from None
+    args.setup_s = time.perf_counter() - t_start       # model load and backend set-up, export included
+    args.backend_s = time.perf_counter() - t_backend
     try:
         lifter = Lifter(model, backend, cfg)
     except ValueError as e:
@@ -296,6 +315,7 @@ def _lift_clip(args, lifter, clip: Path, batch: bool, exports: list[str], ckpt: 
     from .formats import guess_format
     from .readers import read_input, select_people
     from .resample import frames_at_rate
+    from .writers import export_paths, write_exports
 
     raw = read_input(clip)
     fmt = args.format
@@ -323,6 +343,8 @@ def _lift_clip(args, lifter, clip: Path, batch: bool, exports: list[str], ckpt: 
                                        check_layout=args.format is None, image_size=(intr.width, intr.height))
         out = output_path(clip, pid if args.all_people else None, args.output, batch)
         _check_output_names(clip, out, exports)
+        for target in [out, *export_paths(out, exports)]:       # before lifting, not after
+            check_writable(target)
         gt = raw.extras.get("gt_poses_3d", {}).get(0 if pid is None else pid)
         if gt is not None and gt.shape[:2] != kp.shape[:2]:
             raise InputError(f"{where}: 'gt_poses_3d' has shape {gt.shape}, the keypoints "
@@ -357,19 +379,24 @@ def _lift_clip(args, lifter, clip: Path, batch: bool, exports: list[str], ckpt: 
         arrays = result_arrays(res["poses_m"], res["spread_m"], model.skeleton.joint_names, meta)
         arrays["root_trajectory"] = (res["root_m"] * 1000.0).astype(np.float32)
         arrays["keypoints_2d"] = kp.astype(np.float32)
-        if exports:
-            from .writers import write_exports
-            write_exports(out, exports, arrays, meta["fps"], meta)
-        write_npz_atomic(out, **arrays)
+        with OutputGroup() as group:          # the .npz and its exports: all written, or none
+            if exports:
+                write_exports(out, exports, arrays, meta["fps"], meta, group)
+            group.add(out, lambda f: np.savez_compressed(f, **arrays))
         written.append(out)
         if not args.quiet:
             n = kp.shape[0]
             d = lifter.cfg.diffusion
             how = "context encoder only" if args.encoder_only else f"{d.hypotheses} hypotheses x {d.sample_steps} steps"
             acc = "" if gt is None else f"; MPJPE vs gt_poses_3d in the input: {meta['gt_mpjpe_mm']:.1f} mm"
+            if getattr(args, "backend_s", 0.0) > 5.0 and not written[:-1]:     # a first-call export happened
+                acc += (f"; set-up before lifting took {args.setup_s:.1f} s (ONNX export, cached for the next "
+                        "runs)")
             print(f"lifted {n} frames in {dt:.2f} s ({n / dt:.1f} frames/s, backend {args.backend}, {how}) -> {out}"
                   f"{acc}", file=sys.stderr)
         print(out)
+        for path in export_paths(out, exports):      # every file written, one per line (scripts read them)
+            print(path)
 
 
 def gt_mpjpe_mm(poses_mm: np.ndarray, gt_mm: np.ndarray, root: int = 0) -> float:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import write_atomic
+from .io import OutputGroup, write_atomic
 from .skeleton import H36M17, Skeleton
 
 CAM_TO_YUP = np.diag([1.0, -1.0, -1.0])
@@ -369,14 +369,20 @@ def bvh_forward_kinematics(text: str) -> tuple[list[str], np.ndarray]:
 EXPORTS = ("json", "csv", "bvh")
 
 
-def write_exports(out_npz: Path, kinds: list[str], arrays: dict, fps: float, meta: dict) -> list[Path]:
-    """Write ``<out stem>.json/.csv/.bvh`` next to the .npz for each kind requested."""
+def export_paths(out_npz: Path, kinds: list[str]) -> list[Path]:
+    """Where :func:`write_exports` puts each kind: ``<out stem>.<kind>`` beside the .npz."""
+    return [Path(out_npz).with_suffix("." + kind) for kind in kinds]
+
+
+def write_exports(out_npz: Path, kinds: list[str], arrays: dict, fps: float, meta: dict,
+                  group: OutputGroup | None = None) -> list[Path]:
+    """Write ``<out stem>.json/.csv/.bvh`` next to the .npz for each kind requested; into ``group``
+    (committed together with the .npz) when given, else each file atomically on its own."""
     poses = arrays["poses_3d"]
     names = [str(n) for n in arrays["joint_names"]]
     root = arrays.get("root_trajectory")
     written = []
-    for kind in kinds:
-        path = Path(out_npz).with_suffix("." + kind)
+    for kind, path in zip(kinds, export_paths(out_npz, kinds)):
         if kind == "json":
             fn = lambda f: dump_json(f, poses, names, fps, arrays.get("poses_3d_std"), root, meta)  # noqa: E731
         elif kind == "csv":
@@ -385,5 +391,5 @@ def write_exports(out_npz: Path, kinds: list[str], arrays: dict, fps: float, met
             fn = lambda f: dump_bvh(f, poses, fps, root)  # noqa: E731
         else:
             raise ValueError(f"unknown export {kind!r}; choose from {EXPORTS}")
-        written.append(write_text_atomic(path, fn))
+        written.append(group.add(path, fn, binary=False) if group is not None else write_text_atomic(path, fn))
     return written

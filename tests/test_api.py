@@ -81,7 +81,7 @@ def test_fps_resamples_to_the_model_rate_and_back(lifter):
     assert out["poses_3d"].shape == (10, 17, 3) and m["resampled"] and m["frames_lifted"] == 19
     same = lifter.lift(kp, image_size=(W, H), fps=50)
     assert not same["meta"]["resampled"] and same["meta"]["frames_lifted"] == 10
-    with pytest.raises(InputError, match="--fps"):
+    with pytest.raises(InputError, match="fps must be in"):
         lifter.lift(kp, image_size=(W, H), fps=0)
 
 
@@ -146,7 +146,7 @@ def test_lift_encoder_only_is_the_encoders_estimate_in_mm(lifter):
 
 
 def test_prepare_rejects_bad_threshold():
-    with pytest.raises(InputError, match="conf-threshold"):
+    with pytest.raises(InputError, match="conf_threshold must be in"):
         prepare_keypoints(np.zeros((2, 17, 2)), conf_threshold=2.0)
 
 

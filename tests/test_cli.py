@@ -440,12 +440,12 @@ BAD_CASES = ["missing_file", "directory", "corrupt_npy", "truncated_npy", "garba
 EXPECT_WORDS = {
     "missing_file": "not found", "npz_without_keypoints": "keypoints",
     "zero_frames": "zero frames", "wrong_joint_count": "joints",
-    "nan": "nan", "nan_confidence": "nan", "all_nan": "nan", "inf": "inf", "string_dtype": "numeric", "conf_above_one": "confidence",
+    "nan": "nan", "nan_confidence": "nan", "all_nan": "nan", "inf": "inf", "string_dtype": "real numbers", "conf_above_one": "confidence",
     "conf_negative": "confidence", "missing_image_size": "--image-size",
     "gt_wrong_shape": "gt_poses_3d", "gt_wrong_frames": "gt_poses_3d", "gt_wrong_joints": "gt_poses_3d",
     "gt_nan": "non-finite", "gt_inf": "non-finite", "gt_string": "gt_poses_3d", "steps_zero": "--steps",
     "steps_above_K": "--steps", "steps_not_integer": "--steps", "hypotheses_zero": "--hypotheses",
-    "huge_hypotheses": "--hypotheses", "huge_seed": "--seed", "mps_device": "--device", "zero_threads": "--threads", "negative_seed": "--seed", "negative_rho": "--rho", "nan_rho": "--rho", "unknown_backend": "tpu", "cuda_without_cuda": "cuda",
+    "huge_hypotheses": "--hypotheses", "huge_seed": "--seed", "mps_device": "only cpu and cuda devices", "zero_threads": "--threads", "negative_seed": "--seed", "negative_rho": "--rho", "nan_rho": "--rho", "unknown_backend": "tpu", "cuda_without_cuda": "cuda",
     "checkpoint_missing": "not found", "checkpoint_mismatched_shapes": "shape",
     "default_checkpoint_missing": "--checkpoint", "unknown_flag": "--frobnicate",
 }
