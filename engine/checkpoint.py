@@ -4,10 +4,14 @@ Layout: every tensor of ``StarPose.state_dict()`` (GMM weights, means, variances
 scale included) under its own name; the metadata holds ``format`` (``starpose-v1``) and
 ``config`` (the JSON of :class:`~engine.config.StarPoseConfig`), plus free-form ``notes``.
 Loading builds the model from the stored config and checks that names and shapes match exactly,
-so a file from another preset or a damaged file fails with one clear message.
+so a file from another preset or a damaged file fails with one clear message. ``tensors_sha256``
+in the metadata is a SHA-256 over every tensor (name, dtype, shape and bytes, in name order); on
+load it is recomputed and a mismatch (flipped bytes in the weights) is refused. Files written
+before the checksum existed have none and load without that check.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -26,12 +30,23 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used, with the reason."""
 
 
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 (hex) over the tensors' names, dtypes, shapes and bytes, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def save_checkpoint(model: StarPose, path: str | Path, notes: dict | None = None) -> Path:
-    """Write the model atomically (temporary file, then rename)."""
+    """Write the model atomically (temporary file, then rename), with the tensors' checksum."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    meta = {"format": FORMAT, "config": model.cfg.to_json(), "notes": json.dumps(notes or {})}
+    meta = {"format": FORMAT, "config": model.cfg.to_json(), "notes": json.dumps(notes or {}),
+            "tensors_sha256": tensors_digest(tensors)}
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=meta)
     tmp.replace(path)
@@ -69,6 +84,9 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
         raise CheckpointError(f"checkpoint {path} is not a readable safetensors file ({e})") from None
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {path} has format {meta.get('format')!r}, expected {FORMAT!r}")
+    if "tensors_sha256" in meta and tensors_digest(tensors) != meta["tensors_sha256"]:
+        raise CheckpointError(f"checkpoint {path}: the weights do not match their stored SHA-256 checksum; the "
+                              "file is damaged (download or copy it again)")
     try:
         cfg = StarPoseConfig.from_json(meta["config"])
     except (KeyError, ValueError, TypeError) as e:

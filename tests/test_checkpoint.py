@@ -15,7 +15,7 @@ from helpers import (TINY, default_intrinsics, make_model,  # noqa: E402,F401
                      video_keypoints, write_checkpoint)
 
 from engine.checkpoint import (FORMAT, CheckpointError, load_checkpoint, read_metadata,  # noqa: E402
-                               save_checkpoint)
+                               save_checkpoint, tensors_digest)
 from engine.config import StarPoseConfig  # noqa: E402
 from engine.pipeline import Lifter, VideoInput  # noqa: E402
 
@@ -40,6 +40,8 @@ def _rewrite(src, dst, tensors=None, meta=None, edit=None):
         m = meta
     if edit is not None:
         edit(t, m)
+    if "tensors_sha256" in m:          # a consistent file, so the check under test is reached
+        m["tensors_sha256"] = tensors_digest(t)
     save_file(t, str(dst), metadata=m)
     return dst
 
@@ -217,3 +219,28 @@ def test_checkpoint_error_is_value_error():
 def test_write_checkpoint_helper(tmp_path):
     p = write_checkpoint(tmp_path / "x.safetensors", seed=1)
     assert load_checkpoint(p).cfg.name == "tiny"
+
+
+def test_checksum_catches_flipped_bytes_in_the_weights(saved, tmp_path):
+    saved = saved[1]
+    meta = read_metadata(saved)
+    assert len(meta["tensors_sha256"]) == 64
+    raw = bytearray(Path(saved).read_bytes())
+    header = 8 + int.from_bytes(raw[:8], "little")           # safetensors: u64 header size, JSON, data
+    raw[header + (len(raw) - header) // 2] ^= 0x01           # one bit in the middle of the tensor data
+    bad = tmp_path / "flipped.safetensors"
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="SHA-256 checksum"):
+        load_checkpoint(bad)
+    # without the checksum (files written before it existed) the same file loads
+    tensors = load_file(str(bad))
+    legacy = {k: v for k, v in meta.items() if k != "tensors_sha256"}
+    save_file(tensors, str(tmp_path / "legacy.safetensors"), metadata=legacy)
+    load_checkpoint(tmp_path / "legacy.safetensors")
+
+
+def test_shipped_checkpoints_carry_a_valid_checksum():
+    from engine.checkpoint import DEFAULT_CHECKPOINT
+    for path in [DEFAULT_CHECKPOINT, *sorted((DEFAULT_CHECKPOINT.parent / "ablation").glob("*.safetensors"))]:
+        assert "tensors_sha256" in read_metadata(path), path
+        load_checkpoint(path)
