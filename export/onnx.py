@@ -348,8 +348,8 @@ def export_model(model: StarPose, out_dir: str | Path, opset: int = DEFAULT_OPSE
         onnx.save(proto, str(path))
         spec["graphs"][graph]["inputs"] = [i.name for i in proto.graph.input]
         if log:
-            log(f"{graph}.onnx: {len(proto.graph.node)} nodes, inputs {spec['graphs'][graph]['inputs']}, "
-                f"{time.perf_counter() - t0:.1f} s")
+            log(f"[{GRAPHS.index(graph) + 1}/{len(GRAPHS)}] {graph}.onnx: {len(proto.graph.node)} nodes, "
+                f"inputs {spec['graphs'][graph]['inputs']}, {time.perf_counter() - t0:.1f} s")
     (out / "runner.json").write_text(json.dumps(spec, indent=1))
     return out
 
@@ -434,7 +434,7 @@ def export_cached(model: StarPose, cache_dir: str | Path | None = None, opset: i
         log(f"exporting the '{model.cfg.name}' model to ONNX for the onnx/cpp backends (once per model, "
             f"about a minute on 2 cores); cache: {target} ($STARPOSE_CACHE_DIR moves it)")
     try:
-        export_model(model, tmp, opset, exporter)
+        export_model(model, tmp, opset, exporter, log=(lambda m: log(f"  {m}")) if log is not None else None)
         try:
             tmp.rename(target)
         except OSError:
