@@ -1,0 +1,422 @@
+"""One corpus worker: a loaded model that lifts chunks of clips in length-grouped batches.
+
+The same :class:`CorpusWorker` runs in the job's own process, in each ``--workers`` process and
+in each Ray actor, so a clip's output never depends on where it ran. Per chunk:
+
+1. every clip is read and prepared exactly as ``engine.run`` does (:func:`prepare_clip`: the
+   readers, layout conversion, filling, intrinsics, fps and checks of the library); a clip that
+   fails is an error outcome, and the others go on;
+2. the prepared clips are sorted by length and cut into batches of ``batch_size``; each batch
+   is one autoregressive pass of :meth:`engine.pipeline.Lifter.lift` (videos of different
+   lengths share it, the shorter leave the batch as they end); if a batch fails, its clips are
+   lifted one by one so that only the bad one is an error;
+3. each result is finished by :func:`engine.api.lift_keypoints` (resampling back, focal
+   estimate, root trajectory) into the arrays and meta that ``engine.run`` writes.
+
+Bit-identity: a clip's output must not depend on its batch. Each video has its own noise, so
+what remains is floating point: a matrix product's row must come out the same whatever the
+number of rows M of the call. torch's CPU GEMM (MKL) gives the same row for every M >= 4 but
+takes another kernel for M <= 3 (measured for the model's shapes, torch 2.13 on AVX-512): the
+shipped model's smallest per-video product has M = N hypotheses = 10 rows, so its batches are
+bit-identical to lifting alone, while N <= 3 (or the 3-hypothesis ``tiny`` test preset) is not
+(1e-5 m). As this depends on the CPU and the BLAS build, every worker checks it on the machine
+it runs on (:func:`batch_is_bit_identical`: a probe batch against the same clips alone, well under
+a second) and lifts one clip per pass when the check fails. ONNX Runtime's kernels differ in the
+last bits with the batch size at every M (~1e-6 per stage, up to 1.5 mm after the loop), so the
+other backends always lift one clip per pass (the C++ runner gains nothing from batching
+anyway, README 'Speed').
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .corpus_inputs import ClipTask, is_url
+from .io import InputError
+
+BATCH_INDEPENDENT_BACKENDS = ("torch",)   # backends whose results do not depend on the batch shape
+DEFAULT_BATCH = 16                        # torch: 1.8x the frames/s of batch 1 on one core (README)
+MAX_BATCH = 1024
+
+
+@dataclass(frozen=True)
+class LiftSettings:
+    """Everything that decides a clip's output, plus how to run (backend, threads, batch)."""
+    checkpoint: str | None = None            # None: the shipped model
+    backend: str = "torch"
+    device: str = "cpu"
+    threads: int = 1                         # torch intra-op threads per worker
+    batch_size: int | None = None            # None: DEFAULT_BATCH for torch, else 1
+    seed: int = 0
+    hypotheses: int | None = None
+    steps: int | None = None
+    aggregation: str | None = None
+    guidance_mode: str | None = None
+    no_guidance: bool = False
+    rho: float | None = None
+    encoder_only: bool = False
+    format: str | None = None
+    person: int | None = None
+    conf_threshold: float | None = None
+    normalized: bool = False
+    fps: float | None = None
+    image_size: tuple[int, int] | None = None
+    intrinsics: tuple[float, float, float, float] | None = None
+    exports: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        from .api import FPS_RANGE
+        from .backends import available_backends
+        from .config import MAX_SIZE
+        from .formats import FORMATS
+        from .writers import EXPORTS
+        if self.backend not in available_backends():
+            raise InputError(f"--backend {self.backend!r}: choose from {', '.join(available_backends())}")
+        if self.encoder_only:
+            given = [f"--{n.replace('_', '-')}" for n in ("hypotheses", "steps", "aggregation", "guidance_mode", "rho")
+                     if getattr(self, n) is not None] + (["--no-guidance"] if self.no_guidance else [])
+            if given:
+                raise InputError(f"--encoder-only skips the diffusion sampler, so {', '.join(given)} cannot be "
+                                 "combined with it")
+        for name, hi in (("hypotheses", MAX_SIZE["hypotheses"]), ("steps", MAX_SIZE["sample_steps"])):
+            v = getattr(self, name)
+            if v is not None and not 1 <= v <= hi:
+                raise InputError(f"--{name} must be in [1, {hi}], got {v}")
+        if not 0 <= self.seed < 2 ** 63:
+            raise InputError(f"--seed must be in [0, 2^63 - 1], got {self.seed}")
+        if not 1 <= self.threads <= 256:
+            raise InputError(f"--threads must be in [1, 256], got {self.threads}")
+        if self.batch_size is not None:
+            if not 1 <= self.batch_size <= MAX_BATCH:
+                raise InputError(f"--batch-size must be in [1, {MAX_BATCH}], got {self.batch_size}")
+            if self.batch_size > 1 and self.backend not in BATCH_INDEPENDENT_BACKENDS:
+                raise InputError(f"--batch-size {self.batch_size} needs --backend torch: ONNX Runtime's kernels "
+                                 f"give results that depend on the batch shape, so with --backend {self.backend} "
+                                 "a clip's output would depend on its batch (each clip is lifted alone)")
+        if self.rho is not None and not (self.rho >= 0 and math.isfinite(self.rho)):
+            raise InputError(f"--rho must be a finite number >= 0, got {self.rho}")
+        if self.image_size is not None and min(self.image_size) <= 0:
+            raise InputError(f"--image-size must be positive, got {self.image_size[0]} {self.image_size[1]}")
+        if self.conf_threshold is not None and not 0.0 <= self.conf_threshold <= 1.0:
+            raise InputError(f"--conf-threshold must be in [0, 1], got {self.conf_threshold:g}")
+        if self.fps is not None and not FPS_RANGE[0] <= self.fps <= FPS_RANGE[1]:
+            raise InputError(f"--fps must be in [{FPS_RANGE[0]:g}, {FPS_RANGE[1]:g}], got {self.fps:g}")
+        if self.format is not None and self.format not in FORMATS:
+            raise InputError(f"--format {self.format!r}: choose from {', '.join(FORMATS)}")
+        bad = [k for k in self.exports if k not in EXPORTS]
+        if bad:
+            raise InputError(f"--export: unknown kind {bad[0]!r}; choose from {','.join(EXPORTS)}")
+
+    @property
+    def batch(self) -> int:
+        if self.batch_size is not None:
+            return self.batch_size
+        return DEFAULT_BATCH if self.backend in BATCH_INDEPENDENT_BACKENDS else 1
+
+    @property
+    def checkpoint_path(self) -> Path:
+        from .checkpoint import DEFAULT_CHECKPOINT
+        return Path(self.checkpoint) if self.checkpoint is not None else DEFAULT_CHECKPOINT
+
+    def result_settings(self) -> dict:
+        """The settings a clip's output depends on (not threads, batch size or worker count)."""
+        d = dataclasses.asdict(self)
+        for k in ("threads", "batch_size", "checkpoint"):
+            d.pop(k)
+        return json.loads(json.dumps(d))           # tuples -> lists, as read back from JSON
+
+    def settings_id(self, checkpoint_sha256: str) -> str:
+        text = json.dumps({"settings": self.result_settings(), "checkpoint": checkpoint_sha256}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass
+class ClipOutcome:
+    """What a worker returns for one clip."""
+    task: ClipTask
+    status: str                        # 'ok' | 'error'
+    frames: int = 0
+    seconds: float = 0.0               # reading + its share of the batch + finishing
+    error: str | None = None
+    arrays: dict | None = None         # the .npz contents (engine.run's), when ok
+    worker: str = ""
+    peak_rss_mb: float = 0.0           # the worker process's peak resident memory so far
+
+
+@dataclass
+class Prepared:
+    """A clip read and checked, ready for the batched lift."""
+    task: ClipTask
+    kp: np.ndarray                     # (T, 17, 3) H36M pixels + confidence, filled
+    filled: np.ndarray                 # (T, 17) bool
+    intr: object                       # engine.camera.Intrinsics
+    given: bool                        # intrinsics given by the user
+    fps: float | None
+    fmt: str
+    pid: int | None
+    gt: np.ndarray | None
+    video: object                      # engine.pipeline.VideoInput, as lift_keypoints builds it
+    seconds: float
+
+
+class _Captured(Exception):
+    def __init__(self, video):
+        super().__init__("captured")
+        self.video = video
+
+
+class _Stage:
+    """Stands in for the Lifter inside :func:`engine.api.lift_keypoints`, so that the corpus runs
+    that function's own steps around a batched lift: without a result, ``lift`` hands back the
+    prepared video (steps 3-4, every input check included); with one, it returns it, and
+    lift_keypoints finishes it (steps 5-6) as it does for ``engine.run``."""
+
+    def __init__(self, model, result=None):
+        self.model = model
+        self.result = result
+
+    def lift(self, videos, seed=0, progress=None, encoder_only=False):
+        if self.result is None:
+            raise _Captured(videos[0])
+        return [self.result]
+
+
+def _local_copy(source: str, tmpdir: str) -> Path:
+    """A URL's file downloaded into ``tmpdir`` under its own name (readers go by the suffix)."""
+    if not is_url(source):
+        return Path(source)
+    try:
+        import fsspec
+    except ImportError:
+        raise InputError(f"{source}: reading URLs needs fsspec (pip install fsspec)") from None
+    dst = Path(tmpdir) / source.rstrip("/").rsplit("/", 1)[-1]
+    try:
+        with fsspec.open(source, "rb") as f, open(dst, "wb") as out:
+            out.write(f.read())
+    except (OSError, ValueError) as e:
+        raise InputError(f"{source}: cannot read ({e})") from None
+    return dst
+
+
+def prepare_clip(task: ClipTask, s: LiftSettings, model) -> Prepared:
+    """Read one clip and prepare it as engine.run does; raises InputError for a bad clip."""
+    from .api import lift_keypoints, prepare_keypoints, resolve_intrinsics
+    from .formats import guess_format
+    from .readers import read_input, select_people
+
+    t0 = time.perf_counter()
+    where = task.source
+    with tempfile.TemporaryDirectory(prefix="starpose-corpus-") as tmp:
+        raw = read_input(_local_copy(task.source, tmp))
+    fmt = s.format
+    if fmt is None:
+        if raw.kind in ("npy", "npz"):
+            fmt = "h36m"
+        else:
+            joints = next(iter(raw.people.values())).shape[1]
+            fmt = raw.format_hint or guess_format(joints)
+            if fmt is None:
+                raise InputError(f"{where}: cannot tell the keypoint layout of {joints} joints; pass --format")
+    people = select_people(raw, s.person, False, where)
+    size = tuple(s.image_size) if s.image_size else raw.extras.get("image_size")
+    if s.normalized and size is None:
+        raise InputError("--normalized needs the image size: pass --image-size W H")
+    intr, given = resolve_intrinsics(size, s.intrinsics)
+    fps = s.fps if s.fps is not None else raw.extras.get("fps")
+    if fps is not None and not (np.isfinite(fps) and fps > 0):
+        raise InputError(f"{where}: the file's fps {fps} is not a positive number")
+    pid, arr = people[0]
+    label = where if pid is None or s.person is None else f"{where} person {pid}"
+    kp, filled = prepare_keypoints(arr, fmt, s.conf_threshold, (intr.width, intr.height) if s.normalized else None,
+                                   label, check_layout=s.format is None, image_size=(intr.width, intr.height))
+    gt = raw.extras.get("gt_poses_3d", {}).get(0 if pid is None else pid)
+    if gt is not None and gt.shape[:2] != kp.shape[:2]:
+        raise InputError(f"{label}: 'gt_poses_3d' has shape {gt.shape}, the keypoints "
+                         f"{kp.shape[0]} frames of {kp.shape[1]} joints")
+    try:
+        lift_keypoints(_Stage(model), kp, intr, given, fps, s.seed, None, encoder_only=s.encoder_only)
+        raise RuntimeError("engine.api.lift_keypoints did not call lifter.lift")
+    except _Captured as c:
+        video = c.video
+    return Prepared(task, kp, filled, intr, given, fps, fmt, pid, gt, video, time.perf_counter() - t0)
+
+
+def batch_is_bit_identical(lifter, batch: int, seed: int, encoder_only: bool) -> bool:
+    """Does a clip lifted inside a batch of ``batch`` give the same bits as lifted alone, here?
+
+    Probe: ``batch`` random clips of lengths 1 .. batch-1 and one of F + 2 frames (F: the context
+    window). Lifted together, the batch shrinks from ``batch`` rows to 1 as the clips end, so the
+    longest clip's rows pass through every row count the corpus can produce; it, a middle and the
+    shortest clip are compared with their lifts alone.
+    """
+    import torch
+
+    from .pipeline import VideoInput
+    if batch <= 1:
+        return True
+    g = torch.Generator().manual_seed(12345)
+    j = lifter.model.num_joints
+    window = lifter.model.cfg.context.frames
+    lengths = [window + 2] + list(range(1, batch))
+    intr = torch.tensor([1.0, 1.0, 0.0, 0.0])
+    vids = [VideoInput(0.3 * torch.randn(t, j, 2, generator=g), torch.ones(t, j), intr) for t in lengths]
+    together = lifter.lift(vids, seed=seed, encoder_only=encoder_only)
+    for i in sorted({0, batch // 2, batch - 1}):
+        alone = lifter.lift([vids[i]], seed=seed, encoder_only=encoder_only)[0]
+        if not (np.array_equal(alone.poses, together[i].poses, equal_nan=True)
+                and np.array_equal(alone.spread, together[i].spread, equal_nan=True)):
+            return False
+    return True
+
+
+class CorpusWorker:
+    """A loaded model + backend that lifts chunks of clips (module doc).
+
+    Args:
+        settings: the job's settings.
+        checkpoint_sha256: when given, the loaded checkpoint must have this hash (every worker of
+            a job lifts with the same weights, wherever its file lives).
+    """
+
+    def __init__(self, settings: LiftSettings, checkpoint_sha256: str | None = None):
+        import torch
+
+        from .api import StarPoseLifter, config_overrides
+        from .backends import BackendUnavailable, make_backend
+        from .checkpoint import CheckpointError, load_checkpoint
+        from .manifest import file_digest, worker_id
+        from .pipeline import Lifter
+
+        self.settings = s = settings
+        self.id = worker_id()
+        torch.set_num_threads(s.threads)
+        ckpt = s.checkpoint_path
+        if not ckpt.is_file():
+            raise InputError(f"checkpoint not found: {ckpt}")
+        self.checkpoint_sha256 = file_digest(ckpt)[1]
+        if checkpoint_sha256 is not None and checkpoint_sha256 != self.checkpoint_sha256:
+            raise InputError(f"{ckpt} on {self.id} has SHA-256 {self.checkpoint_sha256[:12]}..., the job's is "
+                             f"{checkpoint_sha256[:12]}...: every worker must read the same checkpoint")
+        try:
+            device = torch.device(s.device)
+        except RuntimeError:
+            raise InputError(f"--device {s.device!r} is not a valid torch device") from None
+        if device.type not in ("cpu", "cuda"):
+            raise InputError(f"--device {s.device}: only cpu and cuda devices are supported")
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise InputError(f"--device {s.device}: CUDA is not available on this machine")
+        try:
+            model = load_checkpoint(ckpt, device)
+        except CheckpointError as e:
+            raise InputError(str(e)) from None
+        if s.steps is not None and s.steps > model.cfg.diffusion.train_steps:
+            raise InputError(f"--steps {s.steps} exceeds the model's {model.cfg.diffusion.train_steps} training steps")
+        sections = config_overrides(s.hypotheses, s.steps, s.aggregation, False if s.no_guidance else None,
+                                    s.guidance_mode, s.rho)
+        try:
+            cfg = model.cfg.with_overrides(**sections)
+            backend = make_backend(s.backend, model, str(device))
+            self.lifter = Lifter(model, backend, cfg)
+        except (ValueError, BackendUnavailable) as e:
+            raise InputError(str(e)) from None
+        self.model = model
+        self.api = StarPoseLifter.from_parts(self.lifter, s.backend, s.seed, str(ckpt))
+        self.batch = s.batch
+        self.batch_check = "not needed" if self.batch == 1 else "passed"
+        if self.batch > 1 and not batch_is_bit_identical(self.lifter, self.batch, s.seed, s.encoder_only):
+            self.batch, self.batch_check = 1, "failed: one clip per pass"
+
+    def info(self) -> dict:
+        """Who this worker is and how it batches (recorded in the manifest)."""
+        return {"worker": self.id, "batch_size": self.batch, "batch_check": self.batch_check,
+                "backend": self.settings.backend, "threads": self.settings.threads}
+
+    def lift_chunk(self, tasks: list[ClipTask]) -> list[ClipOutcome]:
+        """Lift a chunk of clips: prepare all, then length-grouped batches (module doc)."""
+        outcomes: list[ClipOutcome] = []
+        prepared: list[Prepared] = []
+        for task in tasks:
+            t0 = time.perf_counter()
+            try:
+                prepared.append(prepare_clip(task, self.settings, self.model))
+            except Exception as e:          # noqa: BLE001 - one bad clip never stops the corpus
+                outcomes.append(self._error(task, e, time.perf_counter() - t0))
+        prepared.sort(key=lambda p: -p.video.frames)
+        b = self.batch
+        for i in range(0, len(prepared), b):
+            outcomes += self._lift_batch(prepared[i:i + b])
+        rss = peak_rss_mb()
+        for o in outcomes:
+            o.peak_rss_mb = rss
+        return outcomes
+
+    def _lift_batch(self, batch: list[Prepared]) -> list[ClipOutcome]:
+        s = self.settings
+        t0 = time.perf_counter()
+        try:
+            results = self.lifter.lift([p.video for p in batch], seed=s.seed, encoder_only=s.encoder_only)
+        except Exception as e:              # noqa: BLE001
+            if len(batch) == 1:
+                return [self._error(batch[0].task, e, batch[0].seconds + time.perf_counter() - t0)]
+            return [o for p in batch for o in self._lift_batch([p])]   # find the bad clip(s)
+        share = (time.perf_counter() - t0) / max(1, sum(p.video.frames for p in batch))
+        out = []
+        for p, r in zip(batch, results):
+            t1 = time.perf_counter()
+            try:
+                arrays = self.finish(p, r)
+            except Exception as e:          # noqa: BLE001
+                out.append(self._error(p.task, e, p.seconds + time.perf_counter() - t1))
+                continue
+            seconds = p.seconds + share * p.video.frames + time.perf_counter() - t1
+            out.append(ClipOutcome(p.task, "ok", int(p.kp.shape[0]), seconds, None, arrays, self.id))
+        return out
+
+    def finish(self, p: Prepared, result) -> dict:
+        """The .npz arrays of engine.run for a lifted clip."""
+        from .api import lift_keypoints
+        from .io import result_arrays
+        from .run import gt_mpjpe_mm
+        s = self.settings
+        res = lift_keypoints(_Stage(self.model, result), p.kp, p.intr, p.given, p.fps, s.seed, None,
+                             encoder_only=s.encoder_only)
+        meta = self.api.describe(s.encoder_only)
+        meta.update({"checkpoint": str(s.checkpoint_path), "seed": None if s.encoder_only else s.seed,
+                     "input": p.task.source if is_url(p.task.source) else str(Path(p.task.source)), "format": p.fmt, "person": p.pid, "conf_threshold": s.conf_threshold,
+                     "filled_joints": int(p.filled.sum()), "normalized_input": bool(s.normalized)})
+        meta.update(res["meta"])
+        if p.gt is not None:
+            meta["gt_mpjpe_mm"] = gt_mpjpe_mm(res["poses_m"] * 1000.0, p.gt, self.model.skeleton.root)
+        arrays = result_arrays(res["poses_m"], res["spread_m"], self.model.skeleton.joint_names, meta)
+        arrays["root_trajectory"] = (res["root_m"] * 1000.0).astype(np.float32)
+        arrays["keypoints_2d"] = p.kp.astype(np.float32)
+        return arrays
+
+    def _error(self, task: ClipTask, e: Exception, seconds: float) -> ClipOutcome:
+        msg = str(e).splitlines()[0] if str(e) else ""
+        if not isinstance(e, InputError):
+            msg = f"{type(e).__name__}: {msg}"
+        return ClipOutcome(task, "error", 0, seconds, msg, None, self.id)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MiB (Linux ru_maxrss is in KiB)."""
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def host_cpus() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
