@@ -39,14 +39,23 @@ def _weights(conf: np.ndarray | None, shape) -> torch.Tensor:
     return torch.as_tensor(np.clip(np.asarray(conf, np.float64), MIN_WEIGHT, 1.0))
 
 
+ROOT_CHUNK = 4096      # frames per block of the root solve: a bounded float64 working set
+
+
 def root_trajectory(poses_m: np.ndarray, keypoints_px: np.ndarray, intr: Intrinsics,
                     conf: np.ndarray | None = None) -> np.ndarray:
-    """(T, J, 3) root-relative metres + (T, J, 2) pixels -> (T, 3) camera-frame root, metres."""
-    rel = torch.as_tensor(np.asarray(poses_m, np.float64))
-    kp = torch.as_tensor(np.asarray(keypoints_px, np.float64)[..., :2])
+    """(T, J, 3) root-relative metres + (T, J, 2) pixels -> (T, 3) camera-frame root, metres.
+
+    Solved per frame, so in blocks of :data:`ROOT_CHUNK` frames (memory independent of T)."""
     k = torch.tensor([intr.fx, intr.fy, intr.cx, intr.cy], dtype=torch.float64)
-    root = solve_root_translation(rel, kp, k, _weights(conf, kp.shape[:-1]), eps=1e-9)
-    return root.numpy()
+    out = np.empty((len(poses_m), 3), np.float64)
+    for a in range(0, len(poses_m), ROOT_CHUNK):
+        b = a + ROOT_CHUNK
+        rel = torch.as_tensor(np.asarray(poses_m[a:b], np.float64))                 # (t, J, 3)
+        kp = torch.as_tensor(np.asarray(keypoints_px[a:b, :, :2], np.float64))     # (t, J, 2)
+        w = _weights(None if conf is None else conf[a:b], kp.shape[:-1])
+        out[a:b] = solve_root_translation(rel, kp, k, w, eps=1e-9).numpy()
+    return out
 
 
 def reprojection_error(poses_m, keypoints_px, intr: Intrinsics, conf=None) -> float:
@@ -76,13 +85,11 @@ class FocalEstimate:
 def estimate_focal(poses_m: np.ndarray, keypoints_px: np.ndarray, width: int, height: int,
                    conf: np.ndarray | None = None, rel_tol: float = 0.05, max_frames: int = 2000,
                    ratio_range: tuple[float, float] = (0.25, 4.0)) -> FocalEstimate:
-    poses = np.asarray(poses_m, np.float64)
-    kp = np.asarray(keypoints_px, np.float64)[..., :2]
-    c = None if conf is None else np.asarray(conf, np.float64)
-    if poses.shape[0] > max_frames:
-        idx = np.linspace(0, poses.shape[0] - 1, max_frames).round().astype(int)
-        poses, kp = poses[idx], kp[idx]
-        c = None if c is None else c[idx]
+    frames = len(poses_m)
+    idx = np.linspace(0, frames - 1, max_frames).round().astype(int) if frames > max_frames else slice(None)
+    poses = np.asarray(poses_m[idx], np.float64)                # subsampled first: bounded memory
+    kp = np.asarray(keypoints_px[idx], np.float64)[..., :2]
+    c = None if conf is None else np.asarray(conf[idx], np.float64)
     size = float(max(width, height))
     cx, cy = width / 2.0, height / 2.0
 

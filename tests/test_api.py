@@ -161,6 +161,16 @@ def test_estimate_focal_recovers_exact_geometry():
     np.testing.assert_allclose(root, cam[:, 0], atol=1e-6)
 
 
+def test_root_trajectory_in_blocks_equals_one_solve(monkeypatch):
+    import engine.intrinsics as intrinsics_mod
+    cam, kp = _scene(40, f=800.0)
+    rel, intr = cam - cam[:, :1], Intrinsics(800, 800, W / 2, H / 2, W, H)
+    conf = np.random.default_rng(0).uniform(0.2, 1.0, kp.shape[:2])
+    whole = root_trajectory(rel, kp, intr, conf)
+    monkeypatch.setattr(intrinsics_mod, "ROOT_CHUNK", 7)            # 40 frames in 6 blocks
+    np.testing.assert_allclose(root_trajectory(rel, kp, intr, conf), whole, atol=1e-12)
+
+
 def test_estimate_focal_keeps_default_when_inconclusive():
     cam, kp = _scene(20, f=1145.0)
     rel = cam - cam[:, :1]
