@@ -105,3 +105,23 @@ def test_cpp_and_torch_agree_on_the_seed_alone(golden):
         out = Lifter(golden.model, backend).lift(golden.videos, seed=seed)
         for r, o in zip(ref, out):
             assert_frames_close(o.poses, r.poses, f"seed {seed}")
+
+
+@pytest.mark.skipif(cpp_backend.unavailable_reason() is not None,
+                    reason=f"C++ runner unavailable: {cpp_backend.unavailable_reason()}")
+def test_one_root_trajectory_rule_for_every_backend(golden):
+    """The focal length for root_trajectory is chosen once, after lifting, from the poses (engine.api):
+    backends agree on it and on the trajectory as closely as on the poses."""
+    from engine.api import StarPoseLifter
+    from engine.camera import Intrinsics
+    from export.onnx import export_cached
+    export_cached(golden.model)
+    intr = Intrinsics.default_for(1000, 800)
+    v = golden.videos[0]
+    px = np.concatenate([(v.kp2d.numpy() * intr.width / 2 + [intr.cx, intr.cy]), v.conf.numpy()[..., None]], -1)
+    out = {b: StarPoseLifter(model=golden.model, backend=b).lift(px, image_size=(1000, 800), seed=3)
+           for b in ("torch", "cpp")}
+    a, c = out["torch"], out["cpp"]
+    assert a["meta"]["trajectory_intrinsics_px"] == pytest.approx(c["meta"]["trajectory_intrinsics_px"], rel=1e-3)
+    assert a["meta"]["intrinsics_source"] == c["meta"]["intrinsics_source"]
+    np.testing.assert_allclose(c["root_trajectory"], a["root_trajectory"], atol=0.5)      # mm (measured 5e-4)
