@@ -88,7 +88,9 @@ def make_corpus(folder: str | Path, clips: int = 200, seed: int = 0, lo: int = 2
 
 
 def _outputs(root: Path) -> dict[str, Path]:
-    return {p.relative_to(root).as_posix(): p for p in root.rglob("*_3d.npz")}
+    """File name -> path (engine.run writes a flat folder, engine.corpus mirrors the tree; the
+    corpus's clip names are unique across its folders)."""
+    return {p.name: p for p in root.rglob("*_3d.npz")}
 
 
 def compare(a: Path, b: Path) -> tuple[int, int]:

@@ -15,7 +15,7 @@ Resumable and safe: this process alone writes; every output is written atomicall
 recorded in the manifest (:mod:`engine.manifest`), so a rerun skips exactly the clips whose
 outputs are complete (checked by size and SHA-256 against the manifest, with the same settings
 and checkpoint) and lifts the rest; Ctrl-C (or SIGTERM from a scheduler) stops at once, leaving
-complete outputs and a consistent manifest (exit status 130). A bad clip is recorded as an error
+complete outputs and a consistent manifest (exit status 130, 143 for SIGTERM). A bad clip is recorded as an error
 and skipped; the exit status is then 2, and a rerun tries it again.
 """
 from __future__ import annotations
@@ -24,6 +24,7 @@ import argparse
 import json
 import signal
 import sys
+import threading
 import time
 import zipfile
 from collections.abc import Iterator
@@ -34,11 +35,12 @@ import numpy as np
 
 from .corpus_inputs import ClipTask, discover, is_url, parse_shard, select_shard
 from .corpus_worker import DEFAULT_BATCH, ClipOutcome, LiftSettings, host_cpus
-from .io import InputError
+from .io import InputError, check_writable
 from .manifest import Manifest, ManifestState, file_digest, manifest_name, now
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 SORT_WINDOW_CHUNKS = 8     # clips are length-sorted within windows of this many chunks per worker
 
 
@@ -84,6 +86,7 @@ class Summary:
     startup_seconds: float = 0.0         # discovery, resume check, workers loading the model
     workers: dict[str, WorkerStats] = field(default_factory=dict)
     interrupted: bool = False
+    terminated: bool = False             # the interrupt was SIGTERM
     executor: str = ""
 
     @property
@@ -131,18 +134,17 @@ def chunked(tasks: list[ClipTask], batch: int, window: int) -> Iterator[list[Cli
 
 # -- outputs ---------------------------------------------------------------------------------
 def write_outcome(outcome: ClipOutcome, root: Path, exports: tuple[str, ...]) -> dict[str, list]:
-    """Write a clip's exports and .npz (each atomic, the .npz last); {relative path: [bytes, sha256]}."""
-    from .io import write_npz_atomic
+    """Write a clip's .npz and exports as engine.run does (all or none); {relative path: [bytes, sha256]}."""
+    from .io import OutputGroup
+    from .writers import write_exports
     out = root / outcome.task.output
     arrays = outcome.arrays
-    paths = []
-    if exports:
-        from .writers import export_paths, write_exports
-        meta = json.loads(str(arrays["meta"]))
-        write_exports(out, list(exports), arrays, meta["fps"], meta)
-        paths += export_paths(out, list(exports))
-    write_npz_atomic(out, **arrays)
-    paths.append(out)
+    with OutputGroup() as group:
+        paths = []
+        if exports:
+            meta = json.loads(str(arrays["meta"]))
+            paths += write_exports(out, list(exports), arrays, meta["fps"], meta, group)
+        paths.append(group.add(out, lambda f: np.savez_compressed(f, **arrays)))
     return {p.relative_to(root).as_posix(): list(file_digest(p)) for p in paths}
 
 
@@ -174,6 +176,7 @@ def run_corpus(cfg: CorpusConfig, log=None) -> Summary:
     root = Path(cfg.output)
     if root.exists() and not root.is_dir():
         raise InputError(f"--output {root} is a file; give a folder")
+    check_writable(root / manifest_name(cfg.shard), "the manifest")
     state = ManifestState.load(root)
     todo = [t for t in tasks if not state.is_complete(t.key, settings_id, ckpt_sha)]
     summary = Summary(clips=len(tasks) + len(clashes), skipped=len(tasks) - len(todo))
@@ -203,8 +206,8 @@ def run_corpus(cfg: CorpusConfig, log=None) -> Summary:
         try:
             summary.startup_seconds = time.perf_counter() - t_start
             _lift(cfg, executor, todo, root, manifest, summary, settings_id, ckpt_sha)
-        except KeyboardInterrupt:
-            summary.interrupted = True
+        except KeyboardInterrupt as e:
+            summary.interrupted, summary.terminated = True, isinstance(e, Terminated)
         finally:
             executor.close()
     _report(summary, root, cfg, say)
@@ -347,13 +350,19 @@ def config_from_args(args: argparse.Namespace) -> CorpusConfig:
                         parse_shard(args.shard) if args.shard else None, args.quiet)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's time limit), handled like Ctrl-C; exit status 143 as engine.run."""
+
+
 def _terminate(signum, frame):
-    raise KeyboardInterrupt          # a scheduler's SIGTERM stops the job like Ctrl-C
+    raise Terminated()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    old = signal.signal(signal.SIGTERM, _terminate)
+    old = None
+    if threading.current_thread() is threading.main_thread():
+        old = signal.signal(signal.SIGTERM, _terminate)
     try:
         summary = run_corpus(config_from_args(args))
         if args.summary_json is not None:
@@ -361,13 +370,14 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("interrupted before lifting: nothing written", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as e:
+        print("interrupted before lifting: no output written", file=sys.stderr)
+        return EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED
     finally:
-        signal.signal(signal.SIGTERM, old)
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
     if summary.interrupted:
-        return EXIT_INTERRUPTED
+        return EXIT_TERMINATED if summary.terminated else EXIT_INTERRUPTED
     return EXIT_BAD_INPUT if summary.errors else 0
 
 

@@ -10,6 +10,7 @@ go on. The Ray executor is in :mod:`engine.corpus_ray` (Ray is an optional extra
 """
 from __future__ import annotations
 
+import os
 import queue
 import signal
 from collections.abc import Iterable, Iterator
@@ -52,7 +53,16 @@ def _process_main(settings: LiftSettings, checkpoint_sha256: str, index: int, in
         outbox.put(("failed", index, None, str(e)))
         return
     outbox.put(("ready", index, None, worker.info()))
-    while (item := inbox.get()) is not None:
+    parent = os.getppid()
+    while True:
+        try:
+            item = inbox.get(timeout=5.0)
+        except queue.Empty:
+            if os.getppid() != parent:               # the job's process was killed: stop too
+                return
+            continue
+        if item is None:
+            return
         cid, chunk = item
         outbox.put(("done", index, cid, worker.lift_chunk(chunk)))
 
@@ -133,6 +143,8 @@ class ProcessExecutor:
             feed(w)
 
     def close(self) -> None:
+        """Stop the workers: idle ones exit at once; busy ones (after Ctrl-C) are terminated,
+        which loses nothing, as workers write no file."""
         for q, p in zip(self.inboxes, self.procs):
             if p.is_alive():
                 try:
@@ -140,7 +152,7 @@ class ProcessExecutor:
                 except (OSError, ValueError):
                     pass
         for p in self.procs:
-            p.join(timeout=5)
+            p.join(timeout=1)
             if p.is_alive():
                 p.terminate()
                 p.join(timeout=5)

@@ -105,7 +105,10 @@ def _walk_local(folder: str) -> list[str]:
             if d.startswith("."):
                 continue
             full = os.path.join(top, d)
-            (found.append(full) if is_openpose_folder(Path(full)) else keep.append(d))
+            if is_openpose_folder(Path(full)):
+                found.append(full)                   # a clip: not walked into
+            else:
+                keep.append(d)
         dirs[:] = keep
         found.extend(os.path.join(top, f) for f in sorted(files, key=_natural_key) if _is_clip_name(f))
     return found
