@@ -2,7 +2,7 @@
 
     python -m bench.bench_backends [--preset small] [--frames 500] [--repeats 3] [--threads 1]
                                    [--torch-threads 1] [--cpp-threads 1,2] [--checkpoint PATH]
-                                   [--no-record]
+                                   [--record]
 
 One video (a random-walk 2D skeleton, 1000 x 1000 px) lifted autoregressively with the preset's
 settings (HPIM, STPG guidance in x0 mode, N hypotheses, S DDIM steps, mean aggregation). Weights:
@@ -13,7 +13,7 @@ repeats with min..max, after one warm-up lift of 30 frames per backend. Exports 
 creation are timed separately ("setup"). The C++ runner also reports where its time goes
 (context, condition, denoiser, guidance, other; ms per frame).
 
-Output: a markdown table on stdout and one JSON record appended to bench/results/backends.jsonl
+Output: a markdown table on stdout and with --record, one JSON record appended to bench/results/backends.jsonl
 (git revision, CPU, load average before/after, versions, settings, results).
 """
 from __future__ import annotations
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma-separated torch thread counts for eager rows (e.g. 1,2); on the shared 2-core "
                          "machine 2 threads measured ~15x slower than 1 (OpenMP spin-waiting under load)")
     ap.add_argument("--backends", default="torch,onnx,cpp")
-    ap.add_argument("--no-record", action="store_true", help="do not append to bench/results/backends.jsonl")
+    ap.add_argument("--record", action="store_true", help="append the result to bench/results/ (tracked; off by default)")
     args = ap.parse_args(argv)
 
     model, weights = load_model(args.preset, args.checkpoint)
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                            "guidance": g.enabled, "guidance_mode": g.mode,
                            "aggregation": cfg.diffusion.aggregation},
               "results": results, "cpp_profile": profile, "skipped": skipped}
-    if not args.no_record:
+    if args.record:
         path = append_record("backends", record)
         print(f"\nappended to {path}")
     return 0

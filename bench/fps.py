@@ -12,7 +12,7 @@ Each runs single-video (one autoregressive stream of ``--frames`` frames) and ba
 (``--videos`` streams at once). Frames/s = frames lifted / wall time, after one warm-up run;
 median of ``--repeats`` runs with min..max. Parameters and FLOPs per frame (attention included,
 torch FlopCounterMode on the eager path) are reported beside. Backends that cannot run here are
-listed with the reason. Results: a markdown table on stdout and a JSON line appended to
+listed with the reason. Results: a markdown table on stdout and, with --record, a JSON line appended to
 bench/results/fps.jsonl.
 """
 from __future__ import annotations
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--videos", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    ap.add_argument("--no-record", action="store_true", help="do not append to bench/results/fps.jsonl")
+    ap.add_argument("--record", action="store_true", help="append the result to bench/results/ (tracked; off by default)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['params_M']} | {r['gflops_per_frame']} | {r['backend']} | {r['mode']} x{r['videos']} | {spread} |")
     for b, why in skipped.items():
         print(f"\nnot measured: backend {b}: {why}")
-    if not args.no_record:
+    if args.record:
         path = append_record("fps", {"git": git_revision(), "hardware": hw, "versions": versions(),
                                      "preset": args.preset, "device": args.device, "frames": args.frames,
                                      "videos": args.videos, "repeats": args.repeats, "rows": rows,

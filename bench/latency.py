@@ -1,14 +1,14 @@
 """Streaming latency: wall time of each ``StreamingLifter.push`` for a live source, per mode.
 
     python -m bench.latency [--checkpoint PATH] [--input examples/walk_2d.npz] [--hypotheses N]
-        [--modes causal,exact] [--threads 1] [--no-record]
+        [--modes causal,exact] [--threads 1] [--record]
 
 ``causal`` lifts every pushed frame at once from the last F frames, so its per-push time is the
 latency. ``exact`` returns a whole context window every F pushes (equal to offline lifting), so
 the pushes that return poses carry the compute, and a frame waits up to F - 1 pushes for its
 window. Reports the median, p99 and max milliseconds of the pushes that returned poses, and the
 number of frames returned per such push. The first window of pushes (warm-up) is not timed.
-Appends a JSON record to ``bench/results/latency.jsonl``.
+With ``--record``, appends a JSON record to ``bench/results/latency.jsonl``.
 """
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hypotheses", type=int, default=None, help="N (default: the checkpoint's)")
     ap.add_argument("--modes", default="causal,exact")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    ap.add_argument("--no-record", action="store_true", help="do not append to bench/results/latency.jsonl")
+    ap.add_argument("--record", action="store_true", help="append the result to bench/results/ (tracked; off by default)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         r = push_times(lifter, kp, intr, mode)
         rows[mode] = r
         print(f"| {mode} | {r['median_ms']:.2f} | {r['p99_ms']:.2f} | {r['max_ms']:.2f} | {r['frames_per_output']:.0f} |")
-    if not args.no_record:
+    if args.record:
         append_record("latency", {
             "checkpoint": str(args.checkpoint), "input": str(args.input), "hypotheses": d.hypotheses,
             "steps": d.sample_steps, "threads": args.threads, "hardware": hardware("cpu"),

@@ -1,7 +1,7 @@
 """Thread count versus speed, on an idle and on a busy machine: the measurement behind ``--threads``.
 
     python -m bench.threads [--input examples/cmu_walk_2d.npz] [--threads 1,2,4,8]
-        [--backends torch,cpp] [--busy 0,1] [--no-record]
+        [--backends torch,cpp] [--busy 0,1] [--record]
 
 Each point runs the README's command (``python -m engine.run``) in a fresh process, end to end
 (interpreter start, model load, lifting, writing), with ``--threads N`` and the matching
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", default="1,2,4,8", help="comma-separated thread counts")
     p.add_argument("--backends", default="torch,cpp")
     p.add_argument("--busy", default="0,1", help="comma-separated numbers of busy processes")
-    p.add_argument("--no-record", action="store_true", help="print only; do not append to bench/results")
+    p.add_argument("--record", action="store_true", help="append the result to bench/results/ (tracked; off by default)")
     a = p.parse_args(argv)
     rows = []
     for busy in (int(b) for b in a.busy.split(",")):
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             stop.set()
             for s in spinners:
                 s.join()
-    if not a.no_record:
+    if a.record:
         append_record("threads", {"kind": "threads", "input": str(a.input.relative_to(REPO))
                                         if a.input.is_relative_to(REPO) else str(a.input),
                                         "cores": os.cpu_count(), "git": git_revision(), "hardware": hardware("cpu"),

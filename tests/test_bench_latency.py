@@ -41,7 +41,10 @@ def test_main_prints_table_and_records(tiny_checkpoint, tmp_path, capsys, monkey
     np.savez(src, keypoints=_keypoints(2 * model.cfg.context.frames + 3, model.num_joints),
              image_size=np.array([1000, 1000]))
     monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
-    assert main(["--checkpoint", str(tiny_checkpoint), "--input", str(src), "--hypotheses", "2"]) == 0
+    args = ["--checkpoint", str(tiny_checkpoint), "--input", str(src), "--hypotheses", "2"]
+    assert main(args) == 0
+    assert not (tmp_path / "results").exists()                      # recording is opt-in
+    assert main(args + ["--record"]) == 0
     out = capsys.readouterr().out
     assert "N = 2" in out and "| causal |" in out and "| exact |" in out
     rec = json.loads((tmp_path / "results" / "latency.jsonl").read_text().splitlines()[-1])
