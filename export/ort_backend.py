@@ -69,6 +69,9 @@ class OrtBackend:
             raise BackendUnavailable(f"backend 'onnx' needs onnxruntime ({e}); pip install onnxruntime") from None
         self.model = model.eval()
         self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():   # results live on self.device
+            raise BackendUnavailable(f"backend 'onnx' on {self.device}: this torch build has no CUDA; use "
+                                     "--device cpu")
         if export_dir is None:
             export_dir = export_cached(model)
         self.export_dir = Path(export_dir)

@@ -175,7 +175,7 @@ class _Session:
     ("cuda", True, True, ["CUDAExecutionProvider", "CPUExecutionProvider"]),
     ("cuda:0", True, True, ["CUDAExecutionProvider", "CPUExecutionProvider"]),
     ("cuda", True, False, ["CPUExecutionProvider"]),        # CPU wheel (the cpu extra) on a GPU machine
-    ("cuda", False, True, ["CPUExecutionProvider"]),        # onnxruntime-gpu, but no GPU visible to torch
+    ("cuda", False, True, None),        # onnxruntime-gpu, but no GPU visible to torch: refused up front
     ("cpu", True, True, ["CPUExecutionProvider"]),
 ])
 def test_onnx_backend_asks_for_the_cuda_provider(monkeypatch, device, gpu_visible, ort_cuda, expected):
@@ -189,6 +189,11 @@ def test_onnx_backend_asks_for_the_cuda_provider(monkeypatch, device, gpu_visibl
     monkeypatch.setattr(ort, "get_available_providers",
                         lambda: (["CUDAExecutionProvider"] if ort_cuda else []) + ["CPUExecutionProvider"])
     monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu_visible)
+    if expected is None:                # results are returned on the device, which torch cannot use
+        from engine.backends import BackendUnavailable
+        with pytest.raises(BackendUnavailable, match="no CUDA"):
+            ort_backend.OrtBackend(model, device, export_dir=Path("unused"))
+        return
     backend = ort_backend.OrtBackend(model, device, export_dir=Path("unused"))
     assert backend.providers == expected
     assert set(expected) <= set(ort.get_all_providers()), "a provider name ONNX Runtime does not know"
