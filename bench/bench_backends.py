@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma-separated torch thread counts for eager rows (e.g. 1,2); on the shared 2-core "
                          "machine 2 threads measured ~15x slower than 1 (OpenMP spin-waiting under load)")
     ap.add_argument("--backends", default="torch,onnx,cpp")
-    ap.add_argument("--record", action="store_true", help="append the result to bench/results/ (tracked; off by default)")
+    ap.add_argument("--record", action="store_true",
+                    help="append the result to bench/results/ (tracked; off by default)")
     args = ap.parse_args(argv)
 
     model, weights = load_model(args.preset, args.checkpoint)
@@ -96,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         if name == "torch":
             variants = [(f"torch ({t} thr)", int(t)) for t in args.torch_threads.split(",")]
         elif name == "cpp":
-            variants = [("cpp" if i == 0 else f"cpp ({t} thr)", int(t)) for i, t in enumerate(args.cpp_threads.split(","))]
+            variants = [("cpp" if i == 0 else f"cpp ({t} thr)", int(t))
+                        for i, t in enumerate(args.cpp_threads.split(","))]
         else:
             variants = [(name, args.threads)]
         for label, threads in variants:
@@ -126,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         be = rows["cpp"]["backend_obj"]
         vids = [(v.kp2d.numpy(), v.conf.numpy(), v.intr.numpy()) for v in video]
         _, st = be.runner.lift(vids, seed=0, settings=be.settings(), profile=True)
-        profile = {k[:-2] + "_ms_per_frame": round(v * 1e3 / st["frames"], 4) for k, v in st.items() if k.endswith("_s")}
+        profile = {k[:-2] + "_ms_per_frame": round(v * 1e3 / st["frames"], 4)
+                   for k, v in st.items() if k.endswith("_s")}
     load_after = os.getloadavg()
 
     torch_fps = [args.frames / statistics.median(r["times"]) for r in rows.values() if r["backend"] == "torch"]
@@ -155,8 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {r['backend']} | {r['threads']} | {r['fps']:.1f} | {r['fps_min']:.0f}..{r['fps_max']:.0f} | "
               f"{r['ms_per_frame']:.2f} | {sp} | {r['setup_s']:.1f} |")
     if profile:
-        print(f"\nC++ runner ({rows['cpp']['threads']} thread), ms per frame: " + ", ".join(f"{k.replace('_ms_per_frame', '')} {v:.3f}"
-                                                     for k, v in profile.items()))
+        print(f"\nC++ runner ({rows['cpp']['threads']} thread), ms per frame: "
+              + ", ".join(f"{k.replace('_ms_per_frame', '')} {v:.3f}" for k, v in profile.items()))
     for name, why in skipped.items():
         print(f"\n{name}: skipped ({why})")
 

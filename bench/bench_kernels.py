@@ -83,7 +83,8 @@ def sample_cost(cfg: StarPoseConfig, videos: int) -> tuple[float, float]:
     sf, sb = stpg_cost(videos, n, cfg.hpim.history)
     io_flops = rows * J * 2 * (3 * d + 3 * d)            # in_proj and head
     cond_bytes = 4 * videos * J * d
-    return float(s * (cfg.denoiser.blocks * bf + io_flops + sf)), float(s * (cfg.denoiser.blocks * bb + cond_bytes + sb))
+    return (float(s * (cfg.denoiser.blocks * bf + io_flops + sf)),
+            float(s * (cfg.denoiser.blocks * bb + cond_bytes + sb)))
 
 
 def _record(benchmark, flops: float, nbytes: float, precision: str, **info) -> None:

@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--videos", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    ap.add_argument("--record", action="store_true", help="append the result to bench/results/ (tracked; off by default)")
+    ap.add_argument("--record", action="store_true",
+                    help="append the result to bench/results/ (tracked; off by default)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hypotheses", type=int, default=None, help="N (default: the checkpoint's)")
     ap.add_argument("--modes", default="causal,exact")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    ap.add_argument("--record", action="store_true", help="append the result to bench/results/ (tracked; off by default)")
+    ap.add_argument("--record", action="store_true",
+                    help="append the result to bench/results/ (tracked; off by default)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -74,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     for mode in args.modes.split(","):
         r = push_times(lifter, kp, intr, mode)
         rows[mode] = r
-        print(f"| {mode} | {r['median_ms']:.2f} | {r['p99_ms']:.2f} | {r['max_ms']:.2f} | {r['frames_per_output']:.0f} |")
+        print(f"| {mode} | {r['median_ms']:.2f} | {r['p99_ms']:.2f} | {r['max_ms']:.2f} | "
+              f"{r['frames_per_output']:.0f} |")
     if args.record:
         append_record("latency", {
             "checkpoint": str(args.checkpoint), "input": str(args.input), "hypotheses": d.hypotheses,

@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", default="1,2,4,8", help="comma-separated thread counts")
     p.add_argument("--backends", default="torch,cpp")
     p.add_argument("--busy", default="0,1", help="comma-separated numbers of busy processes")
-    p.add_argument("--record", action="store_true", help="append the result to bench/results/ (tracked; off by default)")
+    p.add_argument("--record", action="store_true",
+                   help="append the result to bench/results/ (tracked; off by default)")
     a = p.parse_args(argv)
     rows = []
     for busy in (int(b) for b in a.busy.split(",")):

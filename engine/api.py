@@ -30,15 +30,14 @@ import math
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from . import validate
 from .camera import Intrinsics, normalize_screen
 from .formats import FORMATS, check_h36m_layout, to_h36m
 from .intrinsics import estimate_focal as _estimate_focal
 from .intrinsics import root_trajectory
-from . import validate
-from .pipeline import MAX_NORMALIZED
 from .io import InputError
+from .pipeline import MAX_NORMALIZED
 from .resample import fill_missing, resample
 
 FPS_RANGE = (1.0, 10000.0)
@@ -97,7 +96,8 @@ def resolve_intrinsics(image_size=None, intrinsics=None) -> tuple[Intrinsics, bo
             raise InputError(f"focal lengths fx={fx:g} fy={fy:g} px are implausible for a {intr.width} px wide "
                              f"image (allowed {FOCAL_RATIO_RANGE[0]:g} to {FOCAL_RATIO_RANGE[1]:g} times the width)")
         if not (abs(cx / w) <= 10 and abs(cy / w) <= 10):
-            raise InputError(f"principal point cx={cx:g} cy={cy:g} lies far outside the {intr.width}x{intr.height} image")
+            raise InputError(f"principal point cx={cx:g} cy={cy:g} lies far outside the "
+                             f"{intr.width}x{intr.height} image")
         return intr, True
     if image_size is None:
         raise InputError("--image-size W H is required: pixel keypoints cannot be normalised without the "
@@ -200,10 +200,9 @@ class StarPoseLifter:
 
     def __init__(self, checkpoint: str | Path | None = None, device: str = "cpu", backend: str = "torch",
                  model=None, **overrides):
-        from .backends import BackendUnavailable, make_backend
+        from .backends import BACKENDS, BackendUnavailable, make_backend
         from .checkpoint import DEFAULT_CHECKPOINT, CheckpointError, load_checkpoint
         from .pipeline import Lifter
-        from .backends import BACKENDS
         known = {"hypotheses", "steps", "aggregation", "guidance", "guidance_mode", "rho", "seed"}
         bad = set(overrides) - known
         if bad:

@@ -45,11 +45,11 @@ class SpatialEncoder(nn.Module):
         self.blocks = nn.ModuleList([TransformerBlock(cfg.dim, cfg.heads) for _ in range(cfg.spatial_depth)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, l, j, _ = x.shape
-        z = (self.embed(x) + self.spatial_pos).reshape(b * l, j, -1)   # (B*L, J, C)
+        b, hist_len, j, _ = x.shape
+        z = (self.embed(x) + self.spatial_pos).reshape(b * hist_len, j, -1)   # (B*L, J, C)
         for blk in self.blocks:
             z = blk(z)
-        return z.reshape(b, l, j, -1) + self.temporal_pos              # (B, L, J, C)
+        return z.reshape(b, hist_len, j, -1) + self.temporal_pos              # (B, L, J, C)
 
 
 class HPIM(nn.Module):
@@ -93,21 +93,21 @@ class HPIM(nn.Module):
 
     def forward(self, hist2d: torch.Tensor, hist3d: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """hist2d (B, L, J, 2), hist3d (B, L, J, 3), mask (B, L) -> f_his (B, J, C)."""
-        b, l, j, _ = hist3d.shape
-        if l != self.cfg.history:
-            raise ValueError(f"HPIM history has {l} frames, expected {self.cfg.history}")
+        b, hist_len, j, _ = hist3d.shape
+        if hist_len != self.cfg.history:
+            raise ValueError(f"HPIM history has {hist_len} frames, expected {self.cfg.history}")
         z = self.enc3d(hist3d)                                             # (B, L, J, C)
         if self.enc2d is not None:
             z = torch.cat([self.enc2d(hist2d), z], dim=2)                  # (B, L, 2J, C)
         n, c = z.shape[2], z.shape[3]
         m = mask.to(z.dtype)
         node_mask = m[:, :, None, None]                                    # (B, L, 1, 1)
-        bias = ((1 - m) * _MASK_NEG)[:, :, None].expand(b, l, n).reshape(b, 1, 1, l * n)
+        bias = ((1 - m) * _MASK_NEG)[:, :, None].expand(b, hist_len, n).reshape(b, 1, 1, hist_len * n)
         f = z * node_mask
         for gcn, attn, norm in zip(self.gcn, self.attn, self.norms):
             h = norm(f)
             f_g = F.gelu(self._propagate(gcn(h), m))                       # short-distance (GCN)
-            f_a = attn(h.reshape(b, l * n, c), bias).reshape(b, l, n, c)   # long-distance (attention)
+            f_a = attn(h.reshape(b, hist_len * n, c), bias).reshape(b, hist_len, n, c)   # long-distance (attention)
             f = (f + f_g + f_a) * node_mask                                # Eq. 4 (+ residual)
         pooled = f.sum(1) / m.sum(1).clamp_min(1.0)[:, None, None]         # (B, n, C)
         pooled = pooled.reshape(b, n // j, j, c).permute(0, 2, 1, 3).reshape(b, j, -1)  # (B, J, parts*C)

@@ -45,7 +45,6 @@ from .model import StarPose
 from .rng import PortableGMM
 from .sampler import aggregate, initial_noise, sample_frame
 
-
 MAX_NORMALIZED = 1000.0      # |normalised screen coordinate| beyond this (~500 image widths) is refused
 
 

@@ -139,7 +139,8 @@ def _check_npy_header(f, available: int, where: str) -> None:
         shape, _, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
                            else np.lib.format.read_array_header_2_0(f))
     except (ValueError, OSError, EOFError, SyntaxError, TypeError) as e:
-        raise InputError(f"{where}: not a valid .npy header ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        raise InputError(f"{where}: not a valid .npy header "
+                         f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
     if claimed > available:
         raise InputError(f"{where}: the header claims shape {tuple(shape)} ({claimed:,} bytes) but the file holds "
@@ -406,7 +407,8 @@ def _read_openpose_folder(folder: Path) -> RawInput:
     return RawInput(out, "openpose-folder", "openpose25" if next(iter(out.values())).shape[1] == 25 else None, {})
 
 
-def select_people(raw: RawInput, person: int | None, all_people: bool, where: str) -> list[tuple[int | None, np.ndarray]]:
+def select_people(raw: RawInput, person: int | None, all_people: bool,
+                  where: str) -> list[tuple[int | None, np.ndarray]]:
     """The (id, array) pairs to lift; id None means 'the only person' (no _p<ID> suffix)."""
     ids = sorted(raw.people)
     if person is not None:

@@ -36,8 +36,8 @@ import numpy as np
 from .backends import available_backends
 from .config import MAX_SIZE
 from .formats import FORMATS
-from .skeleton import H36M17
 from .io import InputError, OutputGroup, check_writable, result_arrays
+from .skeleton import H36M17
 from .writers import EXPORTS
 
 EXIT_BAD_INPUT = 2
@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "a focal length estimated from the 2D and the lifted 3D when that fits clearly better, "
                         "see meta 'intrinsics_source')")
     p.add_argument("--checkpoint", type=Path, default=None,
-                   help="model checkpoint (.safetensors); default: the shipped 'small' model (engine/weights/starpose_small.safetensors, trained on CMU + HDM05 mocap)")
+                   help="model checkpoint (.safetensors); default: the shipped 'small' model "
+                        "(engine/weights/starpose_small.safetensors, trained on CMU + HDM05 mocap)")
     p.add_argument("--backend", default="torch", metavar="{" + ",".join(available_backends()) + "}",
                    help="execution backend: torch (the eager reference), onnx (ONNX Runtime), cpp (the C++ runner), "
                         "triton (CUDA only); see engine/backends.py")

@@ -235,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("result", type=Path, help="an engine.run output .npz")
     p.add_argument("--input2d", type=Path, default=None,
                    help="H36M-17 2D keypoints (.npy/.npz) to show instead of the output's keypoints_2d")
-    p.add_argument("--out", type=Path, default=None, help="animation .gif or .mp4 (mp4 needs ffmpeg); without --out and --sheet: <result stem>.gif "
+    p.add_argument("--out", type=Path, default=None,
+                   help="animation .gif or .mp4 (mp4 needs ffmpeg); without --out and --sheet: <result stem>.gif "
                         "beside the result")
     p.add_argument("--sheet", type=Path, default=None, help="contact sheet .png")
     p.add_argument("--fps", type=float, default=None, help="playback rate of the source (default: the output's)")

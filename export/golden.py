@@ -37,7 +37,7 @@ from engine.camera import Intrinsics
 from engine.config import StarPoseConfig
 from engine.gmm import GMMParams
 from engine.model import StarPose
-from engine.pipeline import LiftResult, Lifter, VideoInput
+from engine.pipeline import Lifter, LiftResult, VideoInput
 
 from .onnx import standing_pose
 

@@ -42,9 +42,9 @@ a different context length F or history L needs a new export (they are part of t
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import inspect
-import copy
 import json
 import logging
 import os
@@ -146,7 +146,7 @@ def _example_inputs(model: StarPose, graph: str, batch: int = 3, hyps: int = 2,
                     generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
     """Named example inputs of one graph: a person ~4 m in front of a 1000 px camera, with noise."""
     cfg = model.cfg
-    j, f, l = model.num_joints, cfg.context.frames, cfg.hpim.history
+    j, f, hist_len = model.num_joints, cfg.context.frames, cfg.hpim.history
     g = generator or torch.Generator().manual_seed(0)
 
     def rn(*shape, s=1.0):
@@ -155,7 +155,7 @@ def _example_inputs(model: StarPose, graph: str, batch: int = 3, hyps: int = 2,
     pose = standing_pose(j)
 
     def mask(b):
-        m = (torch.rand(b, l, generator=g) > 0.3).float()
+        m = (torch.rand(b, hist_len, generator=g) > 0.3).float()
         m[0] = 0.0                       # one row with no history at all (t = 0)
         return m
 
@@ -163,7 +163,8 @@ def _example_inputs(model: StarPose, graph: str, batch: int = 3, hyps: int = 2,
         return {"kp": rn(batch, f, j, 2, s=0.3)}
     if graph == "condition":
         return {"f2d": rn(batch, j, cfg.context.dim), "kp2d": rn(batch, j, 2, s=0.3),
-                "hist2d": rn(batch, l, j, 2, s=0.3), "hist3d": rn(batch, l, j, 3, s=0.3), "mask": mask(batch)}
+                "hist2d": rn(batch, hist_len, j, 2, s=0.3), "hist3d": rn(batch, hist_len, j, 3, s=0.3),
+                "mask": mask(batch)}
     if graph == "denoiser":
         return {"pose_k": rn(batch, j, 3, s=0.3), "cond": rn(batch, j, cfg.denoiser.hidden),
                 "k": torch.randint(0, cfg.diffusion.train_steps + 1, (batch,), generator=g)}
@@ -174,7 +175,7 @@ def _example_inputs(model: StarPose, graph: str, batch: int = 3, hyps: int = 2,
         kp2d = cam[..., :2] / cam[..., 2:] * intr[:, None, :2] + intr[:, None, 2:] + rn(batch, j, 2, s=0.01)
         return {"h": pose + rn(batch, hyps, j, 3, s=0.03), "kp2d": kp2d,
                 "conf": torch.rand(batch, j, generator=g), "intr": intr,
-                "hist3d": pose + rn(batch, l, j, 3, s=0.03), "hist_mask": mask(batch),
+                "hist3d": pose + rn(batch, hist_len, j, 3, s=0.03), "hist_mask": mask(batch),
                 "lambdas": torch.tensor([cfg.guidance.lambda_p, cfg.guidance.lambda_s,
                                          cfg.guidance.lambda_b, cfg.guidance.lambda_d])}
     raise ValueError(f"unknown graph {graph!r}; known: {GRAPHS}")
@@ -288,7 +289,7 @@ def _metadata(spec: dict, graph: str, inputs: list[str]) -> dict[str, str]:
 
 
 def _onnx():
-    import onnx   # the real package (this module is export.onnx)
+    import onnx  # the real package (this module is export.onnx)
     return onnx
 
 

@@ -46,7 +46,8 @@ from .stpg_grad import skeleton_indices
 def _check_runnable(device: torch.device) -> None:
     if INTERPRET:
         if device.type != "cpu":
-            raise BackendUnavailable(f"backend 'triton' under TRITON_INTERPRET=1 runs on CPU tensors only, got device {device}")
+            raise BackendUnavailable(f"backend 'triton' under TRITON_INTERPRET=1 runs on CPU tensors only, "
+                                     f"got device {device}")
         return
     if device.type != "cuda":
         raise BackendUnavailable(f"backend 'triton' needs a CUDA device, got {device!s} "

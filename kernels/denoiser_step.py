@@ -40,7 +40,8 @@ from .denoiser_block import (
 class DenoiserParams:
     """A Denoiser's weights packed for :func:`denoiser_step`."""
     blocks: torch.Tensor    # (NB, 7 D^2 + 11 D) packed GCN-attention blocks, fp32 or fp16
-    io: torch.Tensor        # (9 D + 3,) fp32: in_proj.weight (D, 3), in_proj.bias, norm w, b, head.weight (3, D), head.bias
+    io: torch.Tensor        # (9 D + 3,) fp32: in_proj.weight (D, 3), in_proj.bias, norm w, b, head.weight (3, D),
+                            # head.bias
     adj: torch.Tensor       # (J, J) fp32 normalised adjacency
     dim: int
     heads: int

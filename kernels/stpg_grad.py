@@ -51,7 +51,8 @@ def skeleton_indices(terms: torch.nn.Module) -> dict[str, torch.Tensor]:
     child, parent = plus_minus(terms.incidence, "incidence")
     left, right = plus_minus(terms.symmetry, "symmetry")
     if terms.symmetry.shape[1] != terms.incidence.shape[0]:
-        raise ValueError(f"symmetry has {terms.symmetry.shape[1]} bone columns, incidence {terms.incidence.shape[0]} bones")
+        raise ValueError(f"symmetry has {terms.symmetry.shape[1]} bone columns, "
+                         f"incidence {terms.incidence.shape[0]} bones")
     return {"child": child, "parent": parent, "left": left, "right": right,
             "joint_weights": terms.joint_weights.float().contiguous()}
 

@@ -29,7 +29,8 @@ W = H = 1000
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     torch.manual_seed(0)
-    return save_checkpoint(StarPose(StarPoseConfig.from_name("tiny")), tmp_path_factory.mktemp("ck") / "tiny.safetensors")
+    return save_checkpoint(StarPose(StarPoseConfig.from_name("tiny")),
+                           tmp_path_factory.mktemp("ck") / "tiny.safetensors")
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,7 @@ from torch.testing import assert_close
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers import J, reference_pose  # noqa: E402,F401
 
-from engine.camera import (Intrinsics, denormalize_screen, normalize_screen, project,  # noqa: E402
-                           solve3x3, solve_root_translation)
+from engine.camera import Intrinsics, denormalize_screen, normalize_screen, project, solve3x3, solve_root_translation  # noqa: E402
 
 
 @pytest.mark.parametrize("w, h", [(1000, 1000), (1920, 1080), (640, 960)])

@@ -11,11 +11,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from helpers import (TINY, default_intrinsics, make_model,  # noqa: E402,F401
-                     video_keypoints, write_checkpoint)
+from helpers import TINY, default_intrinsics, make_model, video_keypoints, write_checkpoint  # noqa: E402,F401
 
-from engine.checkpoint import (FORMAT, CheckpointError, load_checkpoint, read_metadata,  # noqa: E402
-                               save_checkpoint, tensors_digest)
+from engine.checkpoint import FORMAT, CheckpointError, load_checkpoint, read_metadata, save_checkpoint, tensors_digest  # noqa: E402
 from engine.config import StarPoseConfig  # noqa: E402
 from engine.pipeline import Lifter, VideoInput  # noqa: E402
 

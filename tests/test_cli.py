@@ -14,8 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from helpers import (REPO, moving_poses, subprocess_env, tiny_checkpoint,  # noqa: E402,F401
-                     video_keypoints)
+from helpers import REPO, moving_poses, subprocess_env, tiny_checkpoint, video_keypoints  # noqa: E402,F401
 
 import engine.checkpoint as checkpoint_mod  # noqa: E402
 from engine.camera import Intrinsics  # noqa: E402
@@ -28,8 +27,8 @@ J = H36M17.num_joints
 T = 6
 W, H = 1000, 800
 FLAGS = ["--input", "--output", "--image-size", "--intrinsics", "--checkpoint", "--backend", "--device",
-         "--hypotheses", "--steps", "--aggregation", "--guidance-mode", "--seed", "--no-guidance", "--rho", "--threads", "--quiet",
-         "--encoder-only"]
+         "--hypotheses", "--steps", "--aggregation", "--guidance-mode", "--seed", "--no-guidance", "--rho", "--threads",
+         "--quiet", "--encoder-only"]
 
 
 @pytest.fixture(scope="module")
@@ -428,11 +427,13 @@ def _case(name, tmp_path, kp, ckpt, monkeypatch):
 
 BAD_CASES = ["missing_file", "directory", "corrupt_npy", "truncated_npy", "garbage_npz", "npz_without_keypoints",
              "wrong_suffix", "no_suffix", "wrong_ndim", "wrong_ndim_1", "wrong_ndim_5", "wrong_last_dim",
-             "zero_frames", "wrong_joint_count", "nan", "nan_confidence", "all_nan", "inf", "string_dtype", "object_dtype", "conf_above_one",
+             "zero_frames", "wrong_joint_count", "nan", "nan_confidence", "all_nan", "inf", "string_dtype",
+             "object_dtype", "conf_above_one",
              "conf_negative", "gt_wrong_shape", "gt_wrong_frames", "gt_wrong_joints", "gt_nan", "gt_inf",
              "gt_string", "missing_image_size", "zero_image_size", "bad_intrinsics", "steps_zero",
              "steps_negative", "steps_above_K", "steps_not_integer", "hypotheses_zero",
-             "hypotheses_not_integer", "huge_hypotheses", "huge_seed", "mps_device", "zero_threads", "negative_seed", "negative_rho", "nan_rho", "unknown_backend", "cuda_without_cuda",
+             "hypotheses_not_integer", "huge_hypotheses", "huge_seed", "mps_device", "zero_threads", "negative_seed",
+             "negative_rho", "nan_rho", "unknown_backend", "cuda_without_cuda",
              "invalid_device", "bad_aggregation", "unknown_flag", "no_input_flag", "checkpoint_missing",
              "checkpoint_corrupt", "checkpoint_mismatched_shapes", "default_checkpoint_missing"]
 
@@ -440,12 +441,15 @@ BAD_CASES = ["missing_file", "directory", "corrupt_npy", "truncated_npy", "garba
 EXPECT_WORDS = {
     "missing_file": "not found", "npz_without_keypoints": "keypoints",
     "zero_frames": "zero frames", "wrong_joint_count": "joints",
-    "nan": "nan", "nan_confidence": "nan", "all_nan": "nan", "inf": "inf", "string_dtype": "real numbers", "conf_above_one": "confidence",
+    "nan": "nan", "nan_confidence": "nan", "all_nan": "nan", "inf": "inf", "string_dtype": "real numbers",
+    "conf_above_one": "confidence",
     "conf_negative": "confidence", "missing_image_size": "--image-size",
     "gt_wrong_shape": "gt_poses_3d", "gt_wrong_frames": "gt_poses_3d", "gt_wrong_joints": "gt_poses_3d",
     "gt_nan": "non-finite", "gt_inf": "non-finite", "gt_string": "gt_poses_3d", "steps_zero": "--steps",
     "steps_above_K": "--steps", "steps_not_integer": "--steps", "hypotheses_zero": "--hypotheses",
-    "huge_hypotheses": "--hypotheses", "huge_seed": "--seed", "mps_device": "only cpu and cuda devices", "zero_threads": "--threads", "negative_seed": "--seed", "negative_rho": "--rho", "nan_rho": "--rho", "unknown_backend": "tpu", "cuda_without_cuda": "cuda",
+    "huge_hypotheses": "--hypotheses", "huge_seed": "--seed", "mps_device": "only cpu and cuda devices",
+    "zero_threads": "--threads", "negative_seed": "--seed", "negative_rho": "--rho", "nan_rho": "--rho",
+    "unknown_backend": "tpu", "cuda_without_cuda": "cuda",
     "checkpoint_missing": "not found", "checkpoint_mismatched_shapes": "shape",
     "default_checkpoint_missing": "--checkpoint", "unknown_flag": "--frobnicate",
 }

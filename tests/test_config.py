@@ -10,8 +10,15 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from engine.config import (PRESETS, ContextConfig, DenoiserConfig, DiffusionConfig,  # noqa: E402
-                           GuidanceConfig, HPIMConfig, StarPoseConfig)
+from engine.config import (  # noqa: E402
+    PRESETS,
+    ContextConfig,
+    DenoiserConfig,
+    DiffusionConfig,
+    GuidanceConfig,
+    HPIMConfig,
+    StarPoseConfig,
+)
 from engine.skeleton import H36M17  # noqa: E402
 
 

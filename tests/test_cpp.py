@@ -27,9 +27,10 @@ from engine import cpp_backend
 REASON = cpp_backend.unavailable_reason()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=f"C++ runner unavailable: {REASON}")
 
+from test_onnx import NET_TOL, assert_frames_close  # noqa: E402
+
 from engine.pipeline import Lifter, VideoInput  # noqa: E402
 from export.golden import load_golden  # noqa: E402
-from test_onnx import NET_TOL, assert_frames_close  # noqa: E402
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "golden_tiny.npz"
 BATCH_TOL = 1e-5

@@ -8,13 +8,34 @@ import torch
 
 from engine.camera import Intrinsics, denormalize_screen, project
 from engine.skeleton import H36M17
-from train.data import (CMU_VAL_SUBJECTS, DEFAULT_CMU_ROOT, H36M32_TO_17, MPI3DHP_JOINTS, MPI3DHP_TO_H36M, Clip,
-                        WindowDataset, cmu_split, detector_noise, flip_clip, load_3dhp_test, load_cmu,
-                        load_cmu_world, load_h36m, project_points, project_world, random_virtual_camera,
-                        window_starts)
+from train.data import (
+    CMU_VAL_SUBJECTS,
+    DEFAULT_CMU_ROOT,
+    H36M32_TO_17,
+    MPI3DHP_JOINTS,
+    MPI3DHP_TO_H36M,
+    Clip,
+    WindowDataset,
+    cmu_split,
+    detector_noise,
+    flip_clip,
+    load_3dhp_test,
+    load_cmu,
+    load_cmu_world,
+    load_h36m,
+    project_points,
+    project_world,
+    random_virtual_camera,
+    window_starts,
+)
 from train.data.h36m import qrot, world_to_camera
-from train.data.h36m_cameras import (H36M_CAMERAS, H36M_EXTRINSICS, h36m_extrinsics, h36m_intrinsics,
-                                     quaternion_to_matrix)
+from train.data.h36m_cameras import (
+    H36M_CAMERAS,
+    H36M_EXTRINSICS,
+    h36m_extrinsics,
+    h36m_intrinsics,
+    quaternion_to_matrix,
+)
 
 J = H36M17.num_joints
 
@@ -55,7 +76,8 @@ def test_clip_validates():
         Clip("x", "s", np.zeros((5, J, 3)), np.zeros((5, J, 3)), intr, 50)
     with pytest.raises(ValueError, match="differ"):
         Clip("x", "s", np.zeros((5, J, 2)), np.zeros((6, J, 3)), intr, 50)
-    bad = np.zeros((5, J, 3)); bad[2, 3, 1] = np.nan
+    bad = np.zeros((5, J, 3))
+    bad[2, 3, 1] = np.nan
     with pytest.raises(ValueError, match="non-finite"):
         Clip("x", "s", np.zeros((5, J, 2)), bad, intr, 50)
     with pytest.raises(ValueError, match="valid"):
@@ -143,7 +165,8 @@ def test_load_3dhp_test(tmp_path):
         d2 = np.tile(np.arange(17, dtype=np.float32)[None, :, None], (n, 1, 2))    # joint index as marker
         d3 = rng.normal(0, 300, size=(n, 17, 3)).astype(np.float32)
         d3[..., 0] = np.arange(17)[None]
-        valid = np.ones(n, dtype=np.float32); valid[0] = 0
+        valid = np.ones(n, dtype=np.float32)
+        valid[0] = 0
         seq = {"data_2d": d2, "data_3d": d3, "valid": valid}
         data[k] = seq if k == "TS1" else np.array(seq, dtype=object)                  # nested object array too
     path = tmp_path / "data_test_3dhp.npz"
@@ -308,7 +331,8 @@ def test_window_dataset_shapes_padding_root():
 
 
 def test_window_dataset_valid_mask_from_clip():
-    valid = np.ones(20, bool); valid[3] = False
+    valid = np.ones(20, bool)
+    valid[3] = False
     ds = WindowDataset([_clip(20, valid=valid)], frames=10)
     assert ds[0]["valid"].tolist() == [True] * 3 + [False] + [True] * 6
 

@@ -20,15 +20,13 @@ import torch
 from torch.testing import assert_close
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from helpers import (J, TINY, LinearEps, make_gin, make_model,  # noqa: E402,F401
-                     noisy_hypotheses, reference_pose)
+from helpers import TINY, J, LinearEps, make_gin, make_model, noisy_hypotheses, reference_pose  # noqa: E402,F401
 
 import engine.guidance as guidance_mod  # noqa: E402
 import engine.sampler as sampler_mod  # noqa: E402
 from engine.camera import project, solve_root_translation  # noqa: E402
 from engine.config import GuidanceConfig  # noqa: E402
-from engine.guidance import (EPS_LEN, EPS_PIX, GuidanceInputs, SkeletonTerms, stpg_energy,  # noqa: E402
-                             stpg_grad, stpg_terms)
+from engine.guidance import EPS_LEN, EPS_PIX, GuidanceInputs, SkeletonTerms, stpg_energy, stpg_grad, stpg_terms  # noqa: E402
 from engine.sampler import aggregate, guidance_step, initial_noise, sample_frame  # noqa: E402
 from engine.skeleton import H36M17  # noqa: E402
 
@@ -65,7 +63,7 @@ def _reference_terms(h: torch.Tensor, c: GuidanceInputs) -> dict[str, torch.Tens
     out = {k: torch.zeros(b, n, dtype=torch.float64) for k in "psbd"}
     for i in range(b):
         fx, fy, cx, cy = (float(v) for v in c.intr[i])
-        valid = [l for l in range(c.hist_mask.shape[1]) if c.hist_mask[i, l] > 0]
+        valid = [frame for frame in range(c.hist_mask.shape[1]) if c.hist_mask[i, frame] > 0]
         for k in range(n):
             pose = h[i, k]
             # root: weighted least squares of the two ray equations per joint (generic solver)
@@ -89,7 +87,7 @@ def _reference_terms(h: torch.Tensor, c: GuidanceInputs) -> dict[str, torch.Tens
                 diff = _len(pose[lc] - pose[lp_]) - _len(pose[rc] - pose[rp])
                 ls += math.sqrt(diff * diff + EPS_LEN ** 2)
             out["s"][i, k] = ls
-            window = [c.hist3d[i, l] for l in valid] + [pose]
+            window = [c.hist3d[i, frame] for frame in valid] + [pose]
             if len(window) >= 2:
                 lb = 0.0
                 for p, ch in sk.bones:
@@ -203,7 +201,8 @@ def test_stpg_grad_matches_finite_differences(monkeypatch, weights, hist):
         e = torch.zeros_like(flat)
         e[i] = delta
         hp, hm = (flat + e).reshape(h0.shape), (flat - e).reshape(h0.shape)
-        fd.view(-1)[i] = (stpg_energy(hp, gin, TERMS64, cfg).sum() - stpg_energy(hm, gin, TERMS64, cfg).sum()) / (2 * delta)
+        fd.view(-1)[i] = ((stpg_energy(hp, gin, TERMS64, cfg).sum() - stpg_energy(hm, gin, TERMS64, cfg).sum())
+                          / (2 * delta))
     assert fd.abs().max() > 0 or (weights in ("b", "d") and hist == "none")
     assert_close(grad, fd, rtol=1e-5, atol=1e-6,
                  msg=f"stpg_grad vs central differences with T fixed ({weights}, history {hist})")

@@ -5,10 +5,9 @@ import json
 
 import pytest
 import torch
+from helpers import TINY, J, make_model  # noqa: F401
 from safetensors.torch import load_file, save_file
 from torch.testing import assert_close
-
-from helpers import TINY, J, make_model  # noqa: F401
 
 from engine.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from engine.config import StarPoseConfig

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.testing import assert_close
 
 from engine.input_norm import network_input
-from torch.testing import assert_close
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers import TINY, make_model  # noqa: E402,F401

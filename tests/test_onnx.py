@@ -37,8 +37,7 @@ from engine.checkpoint import save_checkpoint  # noqa: E402
 from engine.diffusion import ddim_timesteps  # noqa: E402
 from engine.pipeline import Lifter  # noqa: E402
 from export.golden import load_golden  # noqa: E402
-from export.onnx import (GRAPHS, RUNNER_FORMAT, _WRAPPERS, _example_inputs, export_cached,  # noqa: E402
-                         export_model, load_spec, main)
+from export.onnx import _WRAPPERS, GRAPHS, RUNNER_FORMAT, _example_inputs, export_cached, export_model, load_spec, main  # noqa: E402
 from export.ort_backend import OrtBackend  # noqa: E402
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "golden_tiny.npz"
@@ -215,8 +214,9 @@ def test_ort_backend_rejects_foreign_export(golden, export_dir):
 
 def test_export_cached_says_when_it_exports(tmp_path, monkeypatch):
     """A cache miss is announced (where the cache lives, how long it took); a hit is silent."""
-    import export.onnx as eo
     from helpers import make_model
+
+    import export.onnx as eo
 
     def fake_export(model, out, opset, exporter):
         (Path(out) / "runner.json").write_text("{}")

@@ -12,12 +12,10 @@ import torch
 from engine.input_norm import from_view, person_view, to_view
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from helpers import (J, TINY, default_intrinsics, make_model,  # noqa: E402,F401
-                     video_keypoints)
+from helpers import TINY, J, default_intrinsics, make_model, video_keypoints  # noqa: E402,F401
 
 from engine.camera import Intrinsics, normalize_screen  # noqa: E402
-from engine.pipeline import (Lifter, StreamingLifter, VideoInput, plan_windows,  # noqa: E402
-                             window_slice)
+from engine.pipeline import Lifter, StreamingLifter, VideoInput, plan_windows, window_slice  # noqa: E402
 from engine.skeleton import H36M17  # noqa: E402
 
 F = TINY.context.frames

@@ -24,7 +24,8 @@ from engine.run import main  # noqa: E402
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     torch.manual_seed(0)
-    return save_checkpoint(StarPose(StarPoseConfig.from_name("tiny")), tmp_path_factory.mktemp("ck") / "tiny.safetensors")
+    return save_checkpoint(StarPose(StarPoseConfig.from_name("tiny")),
+                           tmp_path_factory.mktemp("ck") / "tiny.safetensors")
 
 
 def _coco(t=5, seed=0, shift=0.0):

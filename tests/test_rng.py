@@ -97,8 +97,9 @@ def test_lifter_noise_is_the_portable_stream_and_batch_independent(golden):
 @pytest.mark.skipif(cpp_backend.unavailable_reason() is not None,
                     reason=f"C++ runner unavailable: {cpp_backend.unavailable_reason()}")
 def test_cpp_and_torch_agree_on_the_seed_alone(golden):
-    from export.onnx import export_cached
     from test_onnx import assert_frames_close
+
+    from export.onnx import export_cached
     backend = cpp_backend.CppBackend(golden.model, export_dir=export_cached(golden.model))
     for seed in (0, 11):
         ref = Lifter(golden.model).lift(golden.videos, seed=seed)

@@ -19,15 +19,27 @@ import zlib
 import numpy as np
 import pytest
 import torch
-
 from helpers import REPO, tiny_checkpoint  # noqa: F401  (puts the repo on sys.path; fixture)
 
 from engine.camera import Intrinsics
 from engine.skeleton import H36M17
 from examples.make_example import walker
-from train.data import (DEFAULT_DATA_ROOT, VAL_SUBJECTS, WILD_KINDS, WorldClip, detector_artefacts, load_world_sets,
-                        look_at, motion_sets, project_points, project_track, project_world, random_wild_camera,
-                        subject_weights, wild_camera_track)
+from train.data import (
+    DEFAULT_DATA_ROOT,
+    VAL_SUBJECTS,
+    WILD_KINDS,
+    WorldClip,
+    detector_artefacts,
+    load_world_sets,
+    look_at,
+    motion_sets,
+    project_points,
+    project_track,
+    project_world,
+    random_wild_camera,
+    subject_weights,
+    wild_camera_track,
+)
 from train.data.wild import person_height_mm
 
 J = H36M17.num_joints

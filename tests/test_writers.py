@@ -18,8 +18,17 @@ from engine.config import StarPoseConfig  # noqa: E402
 from engine.model import StarPose  # noqa: E402
 from engine.run import main  # noqa: E402
 from engine.skeleton import H36M17  # noqa: E402
-from engine.writers import (CAM_TO_YUP, bvh_forward_kinematics, euler_zxy, matrix_zxy, read_bvh, to_bvh,  # noqa: E402
-                            to_csv, to_json, write_text_atomic)
+from engine.writers import (  # noqa: E402
+    CAM_TO_YUP,
+    bvh_forward_kinematics,
+    euler_zxy,
+    matrix_zxy,
+    read_bvh,
+    to_bvh,
+    to_csv,
+    to_json,
+    write_text_atomic,
+)
 from examples.make_example import walker  # noqa: E402
 
 NAMES = list(H36M17.joint_names)
@@ -126,7 +135,8 @@ def test_atomic_text_write_leaves_nothing_on_failure(tmp_path):
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     torch.manual_seed(0)
-    return save_checkpoint(StarPose(StarPoseConfig.from_name("tiny")), tmp_path_factory.mktemp("ck") / "tiny.safetensors")
+    return save_checkpoint(StarPose(StarPoseConfig.from_name("tiny")),
+                           tmp_path_factory.mktemp("ck") / "tiny.safetensors")
 
 
 def test_cli_export_all(tmp_path, ckpt):

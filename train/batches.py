@@ -36,8 +36,18 @@ from engine.input_norm import person_view, to_view
 from engine.skeleton import Skeleton
 
 from .config import TrainConfig
-from .data import (Clip, WindowDataset, WorldClip, detector_artefacts, detector_noise, flip_clip, project_world,
-                   random_virtual_camera, random_wild_camera, subject_weights)
+from .data import (
+    Clip,
+    WindowDataset,
+    WorldClip,
+    detector_artefacts,
+    detector_noise,
+    flip_clip,
+    project_world,
+    random_virtual_camera,
+    random_wild_camera,
+    subject_weights,
+)
 
 
 def person_view_item(item: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

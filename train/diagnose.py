@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from engine.checkpoint import load_checkpoint
-from engine.metrics import mpjpe, mpjve
+from engine.metrics import mpjve
 from engine.model import StarPose
 from engine.pipeline import Lifter, TorchBackend
 

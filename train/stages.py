@@ -217,9 +217,12 @@ class DiffusionTrainable(nn.Module):
                         xr = torch.where(go[:, None, None], nxt, xr)
                         kr = torch.where(go, torch.full_like(kr, kn), kr)
                 ar = m.alphas_bar[kr].float()[:, None, None]
-                x_k = x_k.clone(); x_k[ri] = xr
-                k = k.clone(); k[ri] = kr
-                a = a.clone(); a[ri] = ar
+                x_k = x_k.clone()
+                x_k[ri] = xr
+                k = k.clone()
+                k[ri] = kr
+                a = a.clone()
+                a[ri] = ar
                 target = target.clone()
                 target[ri] = (xr - mu - ar.sqrt() * (x0[ri] - mu)) / (1 - ar).sqrt()
                 mix = mix.to(dev) | torch.zeros(B, dtype=torch.bool, device=dev).index_fill(0, ri, True)

@@ -137,8 +137,9 @@ def _run(args, d, device) -> int:
     run_dir = Path(args.out)
     log = get_logger(run_dir, d.main)
     tcfg = train_preset(args.preset).replace(
-        seed=args.seed, ctx_batch=args.batch, diff_windows=args.diff_windows, start_mix=args.start_mix, start_gamma_power=args.start_gamma_power,
-        hist_p_init=args.hist_p_init, rollout_mix=args.rollout_mix, diff_lr=args.diff_lr, hist_p_gt=args.hist_p_gt,
+        seed=args.seed, ctx_batch=args.batch, diff_windows=args.diff_windows, start_mix=args.start_mix,
+        start_gamma_power=args.start_gamma_power, hist_p_init=args.hist_p_init, rollout_mix=args.rollout_mix,
+        diff_lr=args.diff_lr, hist_p_gt=args.hist_p_gt,
         ctx_steps=args.ctx_steps or args.steps, diff_steps=args.diff_steps or args.steps)
     if args.no_stpg_train:
         tcfg = tcfg.replace(stpg_train=False)

@@ -12,7 +12,6 @@ import numpy as np
 from engine.camera import H36M_FOCAL_RATIO, Intrinsics
 from engine.skeleton import Skeleton
 
-
 # --------------------------------------------------------------------------------------------
 # projection
 

@@ -59,7 +59,8 @@ class Clip:
         if not np.isfinite(pos).all():
             raise ValueError(f"{where}: positions_3d has {int((~np.isfinite(pos)).sum())} non-finite values")
         if not isinstance(self.intrinsics, Intrinsics):
-            raise ValueError(f"{where}: intrinsics must be engine.camera.Intrinsics, got {type(self.intrinsics).__name__}")
+            raise ValueError(f"{where}: intrinsics must be engine.camera.Intrinsics, "
+                             f"got {type(self.intrinsics).__name__}")
         fps = float(self.fps)
         if not np.isfinite(fps) or fps <= 0:
             raise ValueError(f"{where}: fps must be positive, got {self.fps}")

@@ -21,8 +21,7 @@ import numpy as np
 from engine.skeleton import H36M17, Skeleton
 
 from .clip import Clip
-from .h36m_cameras import (H36M_CAMERAS, H36M_EXTRINSICS, H36M_FPS, H36M_TEST, H36M_TRAIN,
-                           camera_index)
+from .h36m_cameras import H36M_CAMERAS, H36M_EXTRINSICS, H36M_FPS, H36M_TEST, H36M_TRAIN, camera_index
 
 __all__ = ["H36M32_TO_17", "H36M_TRAIN", "H36M_TEST", "load_h36m", "world_to_camera", "qrot"]
 

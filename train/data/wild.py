@@ -144,7 +144,8 @@ WILD_KINDS: tuple[WildKind, ...] = (
              "height a wide lens cannot frame a person larger)", (1920, 1080), (0.4, 0.5), (0.15, 0.3),
              (3500.0, 5000.0), False),
     WildKind("far_tele", "broadcast telephoto, 1920x1080, f 3-4x (about 10-25 m away), placed for a "
-             "person 30-60 % of the frame height, pans to follow", (1920, 1080), (3.0, 4.0), (0.3, 0.6), (1500.0, 3000.0), True),
+             "person 30-60 % of the frame height, pans to follow", (1920, 1080), (3.0, 4.0), (0.3, 0.6),
+             (1500.0, 3000.0), True),
     WildKind("close_up", "close-up, 1280x720, f 0.55-0.7x, placed for a person 80-100 % of the frame "
              "height (feet or head may leave the frame), pans to follow", (1280, 720), (0.55, 0.7),
              (0.8, 1.0), (900.0, 1400.0), True),

@@ -143,7 +143,8 @@ class WindowDataset(Dataset):
         rel[:, r] = 0.0
         dist = np.zeros(5, np.float32) if intr.distortion is None else np.asarray(intr.distortion, np.float32)
         return {
-            "kp2d": torch.from_numpy(normalize_screen(kp.astype(np.float32), intr.width, intr.height).astype(np.float32)),
+            "kp2d": torch.from_numpy(
+                normalize_screen(kp.astype(np.float32), intr.width, intr.height).astype(np.float32)),
             "conf": torch.from_numpy(conf.astype(np.float32)),
             "pose3d": torch.from_numpy(rel),
             "root": torch.from_numpy(root),
