@@ -218,13 +218,18 @@ def test_export_cached_says_when_it_exports(tmp_path, monkeypatch):
 
     import export.onnx as eo
 
-    def fake_export(model, out, opset, exporter):
+    def fake_export(model, out, opset, exporter, log=None):
+        for i, graph in enumerate(eo.GRAPHS):           # progress per graph, as export_model reports it
+            if log:
+                log(f"[{i + 1}/{len(eo.GRAPHS)}] {graph}.onnx")
         (Path(out) / "runner.json").write_text("{}")
 
     monkeypatch.setattr(eo, "export_model", fake_export)
     said: list[str] = []
     model = make_model(2)
     first = eo.export_cached(model, tmp_path, log=said.append)
-    assert len(said) == 2 and str(first) in said[0] and "once" in said[0] and said[1].startswith("exported in")
+    n = len(eo.GRAPHS)
+    assert len(said) == n + 2 and str(first) in said[0] and "once" in said[0] and said[-1].startswith("exported in")
+    assert said[1].strip().startswith(f"[1/{n}]") and said[n].strip().startswith(f"[{n}/{n}]")
     again = eo.export_cached(model, tmp_path, log=said.append)
-    assert again == first and len(said) == 2
+    assert again == first and len(said) == n + 2
