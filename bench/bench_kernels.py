@@ -28,12 +28,11 @@ import os
 import pytest
 import torch
 
-from bench.common import git_revision, hardware, versions
+from bench.common import frame_inputs, git_revision, hardware, versions
 from engine.config import StarPoseConfig
-from engine.guidance import GuidanceInputs
 from engine.model import StarPose
 from engine.pipeline import TorchBackend
-from engine.sampler import initial_noise, sample_frame
+from engine.sampler import sample_frame
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 CUDA = torch.cuda.is_available() and not INTERPRET
@@ -132,18 +131,7 @@ def _model(preset: str) -> StarPose:
 
 def _frame(model: StarPose, videos: int):
     """Inputs of one frame: cond (B, J, D), init3d (B, J, 3), x_K (B, N, J, 3), GuidanceInputs."""
-    g = torch.Generator().manual_seed(0)
-    cfg = model.cfg
-    d, n, hist = cfg.denoiser.hidden, cfg.diffusion.hypotheses, cfg.hpim.history
-    init = 0.2 * torch.randn(videos, J, 3, generator=g)
-    intr = torch.tensor([2.29, 2.29, 0.0, 0.1]).repeat(videos, 1)
-    q = init + torch.tensor([0.0, 0.0, 4.0])
-    kp = q[..., :2] / q[..., 2:] * intr[:, None, :2] + intr[:, None, 2:]
-    gin = GuidanceInputs(kp, torch.rand(videos, J, generator=g), intr,
-                         init[:, None] + 0.01 * torch.randn(videos, hist, J, 3, generator=g), torch.ones(videos, hist))
-    gin = GuidanceInputs(*(t.to(DEVICE) for t in (gin.kp2d, gin.conf, gin.intr, gin.hist3d, gin.hist_mask)))
-    x_k = initial_noise(model, model.gmm.sample((videos * n,), g).reshape(videos, n, 3 * J).to(DEVICE))
-    return torch.randn(videos, J, d, generator=g).to(DEVICE), init.to(DEVICE), x_k, gin
+    return frame_inputs(model, videos, DEVICE)
 
 
 # ---- benchmarks -------------------------------------------------------------------------------

@@ -58,7 +58,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .common import RESULTS, git_revision, hardware, time_runs, versions
+from .common import RESULTS, frame_inputs, git_revision, hardware, time_runs, versions
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "tests" / "golden" / "golden_tiny.npz"
@@ -163,24 +163,6 @@ def build_model(preset: str, device: str):
     from engine.model import StarPose
     torch.manual_seed(0)
     return StarPose(StarPoseConfig.from_name(preset)).eval().to(device)
-
-
-def frame_inputs(model, videos: int, device: str, seed: int = 0):
-    """One frame of the sampler: cond (B, J, D), init3d (B, J, 3), x_K (B, N, J, 3), GuidanceInputs."""
-    from engine.guidance import GuidanceInputs
-    from engine.sampler import initial_noise
-    g = torch.Generator().manual_seed(seed)
-    cfg = model.cfg
-    d, n, hist = cfg.denoiser.hidden, cfg.diffusion.hypotheses, cfg.hpim.history
-    init = 0.2 * torch.randn(videos, J, 3, generator=g)
-    intr = torch.tensor([2.29, 2.29, 0.0, 0.1]).repeat(videos, 1)
-    q = init + torch.tensor([0.0, 0.0, 4.0])
-    kp = q[..., :2] / q[..., 2:] * intr[:, None, :2] + intr[:, None, 2:]
-    gin = GuidanceInputs(kp, torch.rand(videos, J, generator=g), intr,
-                         init[:, None] + 0.01 * torch.randn(videos, hist, J, 3, generator=g), torch.ones(videos, hist))
-    gin = GuidanceInputs(*(t.to(device) for t in (gin.kp2d, gin.conf, gin.intr, gin.hist3d, gin.hist_mask)))
-    x_k = initial_noise(model, model.gmm.sample((videos * n,), g).reshape(videos, n, 3 * J).to(device))
-    return torch.randn(videos, J, d, generator=g).to(device), init.to(device), x_k, gin
 
 
 def timed(run: Run, fn: Callable[[], object], interpreted: bool = False) -> dict[str, float]:
