@@ -155,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(corpus)
         frames = make_corpus(corpus, args.clips)
         print(f"corpus: {args.clips} clips, {frames} frames, in {corpus}", flush=True)
+        import torch
+        torch.set_num_threads(1)                      # as every command runs (OMP_NUM_THREADS=1)
         common = {"git": git_revision(), "cpu": hardware("cpu"), "versions": versions(), "clips": args.clips,
                   "frames": frames, "time": time.strftime("%Y-%m-%d %H:%M:%S")}
         results = {}
@@ -165,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             rec = run_config(name, corpus, out)
             rec["fps"] = round(frames / rec["wall_s"], 1)
             base = "run_cpp" if "cpp" in name else "run"
-            if base in results and base != name:
+            if base != name and (work / f"out_{base}").is_dir():      # this run's, or an earlier one's with --keep
                 same, n = compare(work / f"out_{base}", out)
                 rec["identical_to"] = base
                 rec["identical_clips"] = f"{same}/{n}"
@@ -182,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_table(results: dict, frames: int) -> None:
     base = results.get("run", {}).get("fps")
-    print(f"\n| config | command | wall s | frames/s | x engine.run | lifting frames/s | peak MiB/worker | identical |")
+    print("\n| config | command | wall s | frames/s | x engine.run | lifting frames/s | peak MiB/worker | identical |")
     print("|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
         rel = f"{r['fps'] / base:.2f}" if base else ""

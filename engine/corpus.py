@@ -178,7 +178,7 @@ def run_corpus(cfg: CorpusConfig, log=None) -> Summary:
         raise InputError(f"--output {root} is a file; give a folder")
     check_writable(root / manifest_name(cfg.shard), "the manifest")
     state = ManifestState.load(root)
-    todo = [t for t in tasks if not state.is_complete(t.key, settings_id, ckpt_sha)]
+    todo = [t for t, redo in zip(tasks, state.incomplete([t.key for t in tasks], settings_id, ckpt_sha)) if redo]
     summary = Summary(clips=len(tasks) + len(clashes), skipped=len(tasks) - len(todo))
     say = (lambda msg: None) if cfg.quiet else (lambda msg: print(msg, file=log or sys.stderr, flush=True))
     shard = f" (shard {cfg.shard[0]}/{cfg.shard[1]})" if cfg.shard else ""
@@ -230,9 +230,9 @@ def _lift(cfg: CorpusConfig, executor, todo: list[ClipTask], root: Path, manifes
                 if o.status == "ok":
                     try:
                         files = write_outcome(o, root, s.exports)
-                    except OSError as e:
-                        o = ClipOutcome(o.task, "error", o.frames, o.seconds, f"cannot write the output: {e}",
-                                        None, o.worker)
+                    except Exception as e:          # noqa: BLE001 - a full disk or a bad export: this clip only
+                        why = f"cannot write the output: {e.strerror if isinstance(e, OSError) and e.strerror else e}"
+                        o = ClipOutcome(o.task, "error", o.frames, o.seconds, why, None, o.worker, o.peak_rss_mb)
                 _record(summary, manifest, o, files, settings_id, ckpt_sha)
                 summary.seconds = time.perf_counter() - t0
                 if bar is not None:
@@ -276,6 +276,7 @@ def _report(summary: Summary, root: Path, cfg: CorpusConfig, say) -> None:
 
 def write_summary(summary: Summary, path: Path) -> None:
     from dataclasses import asdict
+
     from .io import write_atomic
     doc = asdict(summary)
     doc["fps"] = summary.fps

@@ -11,7 +11,6 @@ go on. The Ray executor is in :mod:`engine.corpus_ray` (Ray is an optional extra
 from __future__ import annotations
 
 import os
-import queue
 import signal
 from collections.abc import Iterable, Iterator
 
@@ -44,43 +43,53 @@ class InlineExecutor:
         pass
 
 
-def _process_main(settings: LiftSettings, checkpoint_sha256: str, index: int, inbox, outbox) -> None:
-    """A worker process: build the worker, then lift chunks until ``None`` arrives."""
+def _process_main(settings: LiftSettings, checkpoint_sha256: str, conn) -> None:
+    """A worker process: build the worker, then lift the chunks that arrive on ``conn`` until
+    ``None`` (or until the job's process is gone)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C is the job process's to handle
     try:
         worker = CorpusWorker(settings, checkpoint_sha256)
     except Exception as e:                           # noqa: BLE001 - reported by the job process
-        outbox.put(("failed", index, None, str(e)))
+        conn.send(("failed", str(e)))
         return
-    outbox.put(("ready", index, None, worker.info()))
+    conn.send(("ready", worker.info()))
     parent = os.getppid()
     while True:
-        try:
-            item = inbox.get(timeout=5.0)
-        except queue.Empty:
+        if not conn.poll(5.0):
             if os.getppid() != parent:               # the job's process was killed: stop too
                 return
             continue
+        try:
+            item = conn.recv()
+        except EOFError:
+            return
         if item is None:
             return
         cid, chunk = item
-        outbox.put(("done", index, cid, worker.lift_chunk(chunk)))
+        conn.send(("done", cid, worker.lift_chunk(chunk)))
 
 
 class ProcessExecutor:
-    """``workers`` local processes (spawned, so no torch state is forked), one model each."""
+    """``workers`` local processes (spawned, so no torch state is forked), one model each.
+
+    Each worker has its own duplex pipe: a worker killed in the middle of a message (SIGKILL, the
+    OOM killer) breaks only its own channel, never the others' (a queue shared by all would stay
+    locked), and its process sentinel tells the job at once.
+    """
     name = "processes"
 
     def __init__(self, settings: LiftSettings, checkpoint_sha256: str, workers: int):
         import multiprocessing as mp
         ctx = mp.get_context("spawn")
         self.workers = workers
-        self.outbox = ctx.Queue()
-        self.inboxes = [ctx.Queue() for _ in range(workers)]
-        self.procs = [ctx.Process(target=_process_main, args=(settings, checkpoint_sha256, i, q, self.outbox),
-                                  daemon=True, name=f"starpose-corpus-{i}") for i, q in enumerate(self.inboxes)]
+        pipes = [ctx.Pipe(duplex=True) for _ in range(workers)]
+        self.conns = [ours for ours, _ in pipes]
+        self.procs = [ctx.Process(target=_process_main, args=(settings, checkpoint_sha256, theirs),
+                                  daemon=True, name=f"starpose-corpus-{i}") for i, (_, theirs) in enumerate(pipes)]
         for p in self.procs:
             p.start()
+        for _, theirs in pipes:
+            theirs.close()                           # the child's end lives in the child only
         self.infos: list[dict] = [{"worker": ""} for _ in range(workers)]
         try:
             self._wait_ready()
@@ -88,26 +97,29 @@ class ProcessExecutor:
             self.close()
             raise
 
+    def _receive(self, w: int):
+        """The next message from worker w, or None when its channel broke (the worker died)."""
+        try:
+            return self.conns[w].recv()
+        except (EOFError, OSError):
+            return None
+
     def _wait_ready(self) -> None:
-        waiting = set(range(self.workers))
-        while waiting:
-            try:
-                kind, i, _, payload = self.outbox.get(timeout=1.0)
-            except queue.Empty:
-                dead = [i for i in waiting if not self.procs[i].is_alive()]
-                if dead:
-                    raise InputError(f"worker process {dead[0]} exited with code {self.procs[dead[0]].exitcode} "
-                                     "while loading the model")
-                continue
-            if kind == "failed":
-                raise InputError(payload)
-            self.infos[i] = payload
-            waiting.discard(i)
+        for w in range(self.workers):
+            msg = self._receive(w)
+            if msg is None:
+                self.procs[w].join(timeout=5)
+                raise InputError(f"worker process {w} exited with code {self.procs[w].exitcode} while loading "
+                                 "the model")
+            if msg[0] == "failed":
+                raise InputError(msg[1])
+            self.infos[w] = msg[1]
 
     def run(self, chunks: Iterable[list[ClipTask]]) -> Iterator[list[ClipOutcome]]:
+        from multiprocessing.connection import wait
         it = iter(chunks)
         inflight: list[dict[int, list[ClipTask]]] = [{} for _ in range(self.workers)]
-        alive = [True] * self.workers
+        alive = set(range(self.workers))
         counter = 0
 
         def feed(w: int) -> None:
@@ -115,40 +127,43 @@ class ProcessExecutor:
             chunk = next(it, None)
             if chunk is not None:
                 inflight[w][counter] = chunk
-                self.inboxes[w].put((counter, chunk))
+                self.conns[w].send((counter, chunk))
                 counter += 1
 
         for _ in range(QUEUE_DEPTH):             # round robin: the longest chunks go to different workers
             for w in range(self.workers):
                 feed(w)
         while any(inflight):
-            try:
-                kind, w, cid, payload = self.outbox.get(timeout=1.0)
-            except queue.Empty:
-                for w, p in enumerate(self.procs):
-                    if alive[w] and not p.is_alive():
-                        alive[w] = False
-                        wid = self.infos[w]["worker"]
-                        why = f"worker process {wid} died (exit code {p.exitcode})"
-                        for chunk in inflight[w].values():
-                            yield lost_chunk(chunk, why, wid)
-                        inflight[w].clear()
-                if not any(alive):
-                    for chunk in it:                 # nothing left to lift with
-                        yield lost_chunk(chunk, "every worker process died")
-                    return
-                continue
-            inflight[w].pop(cid, None)
-            yield payload
-            feed(w)
+            ready = wait([self.conns[w] for w in alive] + [self.procs[w].sentinel for w in alive])
+            for w in sorted(alive):
+                if self.conns[w] not in ready and self.procs[w].sentinel not in ready:
+                    continue
+                msg = self._receive(w) if self.conns[w].poll() else None
+                if msg is None:                  # died: its chunks are lost, the others go on
+                    alive.discard(w)
+                    self.procs[w].join(timeout=5)
+                    wid = self.infos[w]["worker"]
+                    why = f"worker process {wid} died (exit code {self.procs[w].exitcode})"
+                    for chunk in inflight[w].values():
+                        yield lost_chunk(chunk, why, wid)
+                    inflight[w].clear()
+                    continue
+                _, cid, outcomes = msg
+                inflight[w].pop(cid, None)
+                yield outcomes
+                feed(w)
+            if not alive:
+                for chunk in it:                     # nothing left to lift with
+                    yield lost_chunk(chunk, "every worker process died")
+                return
 
     def close(self) -> None:
         """Stop the workers: idle ones exit at once; busy ones (after Ctrl-C) are terminated,
         which loses nothing, as workers write no file."""
-        for q, p in zip(self.inboxes, self.procs):
+        for conn, p in zip(self.conns, self.procs):
             if p.is_alive():
                 try:
-                    q.put(None)
+                    conn.send(None)
                 except (OSError, ValueError):
                     pass
         for p in self.procs:
@@ -156,6 +171,8 @@ class ProcessExecutor:
             if p.is_alive():
                 p.terminate()
                 p.join(timeout=5)
+        for conn in self.conns:
+            conn.close()
 
 
 def make_executor(settings: LiftSettings, checkpoint_sha256: str, workers: int, ray: bool = False,

@@ -192,33 +192,35 @@ class _Stage:
         return [self.result]
 
 
-def _local_copy(source: str, tmpdir: str) -> Path:
-    """A URL's file downloaded into ``tmpdir`` under its own name (readers go by the suffix)."""
+def read_clip(source: str):
+    """:func:`engine.readers.read_input` of a path, or of an fsspec URL's file (downloaded to a
+    temporary folder under its own name: the readers go by the suffix)."""
+    from .readers import read_input
     if not is_url(source):
-        return Path(source)
+        return read_input(source)
     try:
         import fsspec
     except ImportError:
         raise InputError(f"{source}: reading URLs needs fsspec (pip install fsspec)") from None
-    dst = Path(tmpdir) / source.rstrip("/").rsplit("/", 1)[-1]
-    try:
-        with fsspec.open(source, "rb") as f, open(dst, "wb") as out:
-            out.write(f.read())
-    except (OSError, ValueError) as e:
-        raise InputError(f"{source}: cannot read ({e})") from None
-    return dst
+    with tempfile.TemporaryDirectory(prefix="starpose-corpus-") as tmp:
+        dst = Path(tmp) / source.rstrip("/").rsplit("/", 1)[-1]
+        try:
+            with fsspec.open(source, "rb") as f, open(dst, "wb") as out:
+                out.write(f.read())
+        except (OSError, ValueError) as e:
+            raise InputError(f"{source}: cannot read ({e})") from None
+        return read_input(dst)
 
 
 def prepare_clip(task: ClipTask, s: LiftSettings, model) -> Prepared:
     """Read one clip and prepare it as engine.run does; raises InputError for a bad clip."""
     from .api import lift_keypoints, prepare_keypoints, resolve_intrinsics
     from .formats import guess_format
-    from .readers import read_input, select_people
+    from .readers import select_people
 
     t0 = time.perf_counter()
     where = task.source
-    with tempfile.TemporaryDirectory(prefix="starpose-corpus-") as tmp:
-        raw = read_input(_local_copy(task.source, tmp))
+    raw = read_clip(task.source)
     fmt = s.format
     if fmt is None:
         if raw.kind in ("npy", "npz"):
@@ -392,8 +394,9 @@ class CorpusWorker:
         res = lift_keypoints(_Stage(self.model, result), p.kp, p.intr, p.given, p.fps, s.seed, None,
                              encoder_only=s.encoder_only)
         meta = self.api.describe(s.encoder_only)
+        source = p.task.source if is_url(p.task.source) else str(Path(p.task.source))
         meta.update({"checkpoint": str(s.checkpoint_path), "seed": None if s.encoder_only else s.seed,
-                     "input": p.task.source if is_url(p.task.source) else str(Path(p.task.source)), "format": p.fmt, "person": p.pid, "conf_threshold": s.conf_threshold,
+                     "input": source, "format": p.fmt, "person": p.pid, "conf_threshold": s.conf_threshold,
                      "filled_joints": int(p.filled.sum()), "normalized_input": bool(s.normalized)})
         meta.update(res["meta"])
         if p.gt is not None:

@@ -102,8 +102,12 @@ def read_records(path: str | Path) -> list[dict]:
     return out
 
 
-def latest_records(folder: str | Path) -> dict[str, dict]:
-    """clip key -> its latest ``clip`` record over every manifest*.jsonl in ``folder``."""
+STATE_FIELDS = ("status", "settings_id", "checkpoint_sha256", "files", "output", "error", "time")
+
+
+def latest_records(folder: str | Path, fields: tuple[str, ...] | None = None) -> dict[str, dict]:
+    """clip key -> its latest ``clip`` record over every manifest*.jsonl in ``folder``
+    (only ``fields`` of it when given: a corpus of millions keeps less in memory)."""
     latest: dict[str, dict] = {}
     for path in sorted(Path(folder).glob(MANIFEST_GLOB)):
         for rec in read_records(path):
@@ -112,7 +116,7 @@ def latest_records(folder: str | Path) -> dict[str, dict]:
                 continue
             old = latest.get(key)
             if old is None or str(rec.get("time", "")) >= str(old.get("time", "")):
-                latest[key] = rec
+                latest[key] = rec if fields is None else {k: rec.get(k) for k in fields}
     return latest
 
 
@@ -125,7 +129,7 @@ class ManifestState:
     @classmethod
     def load(cls, root: str | Path) -> "ManifestState":
         root = Path(root)
-        return cls(root, latest_records(root) if root.is_dir() else {})
+        return cls(root, latest_records(root, STATE_FIELDS) if root.is_dir() else {})
 
     def is_complete(self, key: str, settings_id: str, checkpoint_sha256: str) -> bool:
         """True when clip ``key`` was lifted with these settings and its files are intact."""
@@ -147,3 +151,9 @@ class ManifestState:
             except (OSError, TypeError, IndexError):
                 return False
         return True
+
+    def incomplete(self, keys: list[str], settings_id: str, checkpoint_sha256: str, threads: int = 8) -> list[bool]:
+        """``not is_complete`` for many clips, hashing files on ``threads`` threads."""
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            return list(pool.map(lambda k: not self.is_complete(k, settings_id, checkpoint_sha256), keys))

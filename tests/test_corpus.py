@@ -222,14 +222,15 @@ def test_resume_after_kill(corpus, tiny_checkpoint, tmp_path, reference):
     assert len(latest_records(out)) == len(LENGTHS)
 
 
-def test_ctrl_c_subprocess(tmp_path, tiny_checkpoint):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ctrl_c_subprocess(tmp_path, tiny_checkpoint, workers):
     """A real SIGINT to a running job: exit 130, every recorded output complete, rerun finishes."""
     root = tmp_path / "corpus"
     for i in range(6):                                  # about 0.7 s each with the tiny model
         write_clip(root / f"c{i:02d}.npz", 150, seed=i)
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "engine.corpus", str(root), "--output", str(out), "--checkpoint",
-           str(tiny_checkpoint), "--workers", "1", "--batch-size", "1", "--quiet"]
+           str(tiny_checkpoint), "--workers", str(workers), "--batch-size", "1", "--quiet"]
     proc = subprocess.Popen(cmd, cwd=REPO, env=subprocess_env(), stderr=subprocess.PIPE, text=True)
     manifest = out / "manifest.jsonl"
     deadline = time.time() + 60
@@ -251,6 +252,27 @@ def test_ctrl_c_subprocess(tmp_path, tiny_checkpoint):
     rerun = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert len(latest_records(out)) == 6
+
+
+def test_dead_worker_process_loses_only_its_chunks(tmp_path, tiny_checkpoint):
+    from engine.corpus_exec import ProcessExecutor
+    from engine.manifest import file_digest
+    root = tmp_path / "corpus"
+    for i in range(6):                                  # about 1 s each with the tiny model
+        write_clip(root / f"c{i}.npz", 200, seed=i)
+    tasks = discover([str(root)]).tasks
+    executor = ProcessExecutor(settings(tiny_checkpoint, batch_size=1), file_digest(tiny_checkpoint)[1], 2)
+    try:
+        stream = executor.run([t] for t in tasks)
+        outcomes = list(next(stream))
+        os.kill(executor.procs[0].pid, signal.SIGKILL)  # busy with a chunk, another queued behind it
+        outcomes += [o for chunk in stream for o in chunk]
+    finally:
+        executor.close()
+    assert sorted(o.task.key for o in outcomes) == sorted(t.key for t in tasks)     # each clip once
+    lost = [o for o in outcomes if o.status == "error"]
+    assert lost and all("died (exit code -9)" in o.error for o in lost)
+    assert len(lost) < len(tasks)
 
 
 # ----------------------------------------------------------------------------------------------
