@@ -31,20 +31,21 @@ W, H = 1000, 800
 LENGTHS = {"a/c0.npz": 31, "a/c1.npz": 5, "a/deep/c2.npz": 17, "b/c3.npz": 12, "b/c4.npz": 40, "c5.npz": 9}
 
 
-def write_clip(path: Path, frames: int, seed: int, conf: bool = False) -> Path:
+def write_clip(path: Path, frames: int, seed: int, conf: bool = False, fps: float = 50.0) -> Path:
     kp = video_keypoints(frames, seed, Intrinsics.default_for(W, H))
     if conf:
         kp = np.concatenate([kp, np.full(kp.shape[:-1] + (1,), 0.8, np.float32)], -1)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, keypoints=kp, image_size=np.array([W, H]), fps=np.float32(50.0))
+    np.savez(path, keypoints=kp, image_size=np.array([W, H]), fps=np.float32(fps))
     return path
 
 
 @pytest.fixture
 def corpus(tmp_path) -> Path:
+    """Six clips in nested folders, 5 to 40 frames, some with confidence, one at 25 Hz (resampled)."""
     root = tmp_path / "corpus"
     for i, (key, frames) in enumerate(LENGTHS.items()):
-        write_clip(root / key, frames, seed=i, conf=i % 2 == 1)
+        write_clip(root / key, frames, seed=i, conf=i % 2 == 1, fps=25.0 if key == "c5.npz" else 50.0)
     return root
 
 
@@ -118,16 +119,18 @@ def test_shipped_model_batch_composition_is_bit_identical():
         assert np.array_equal(res.poses, ref)
 
 
-@pytest.mark.parametrize("batch, hypotheses, check", [
-    (1, None, "not needed"),
-    (4, None, "failed: one clip per pass"),     # tiny: N = 3 rows per GEMM alone, MKL's small-M kernel
-    (4, 4, "passed"),                           # N = 4: batched, and bit-identical
+@pytest.mark.parametrize("batch, hypotheses, encoder_only, check", [
+    (1, None, False, "not needed"),
+    (4, None, False, "failed: one clip per pass"),   # tiny: N = 3 rows per GEMM alone, MKL's small-M kernel
+    (4, 4, False, "passed"),                         # N = 4: batched, and bit-identical
+    (4, None, True, "passed"),                       # the context encoder alone: no hypotheses
 ])
-def test_corpus_outputs_equal_engine_run(corpus, tiny_checkpoint, tmp_path, batch, hypotheses, check):
-    flags = [] if hypotheses is None else ["--hypotheses", hypotheses]
+def test_corpus_outputs_equal_engine_run(corpus, tiny_checkpoint, tmp_path, batch, hypotheses, encoder_only, check):
+    flags = ([] if hypotheses is None else ["--hypotheses", hypotheses]) + (["--encoder-only"] if encoder_only else [])
     reference = engine_run_outputs(corpus, tiny_checkpoint, tmp_path / "ref", *flags)
     out = tmp_path / "out"
-    summary = run_corpus(job([corpus], out, tiny_checkpoint, batch_size=batch, hypotheses=hypotheses))
+    summary = run_corpus(job([corpus], out, tiny_checkpoint, batch_size=batch, hypotheses=hypotheses,
+                             encoder_only=encoder_only))
     assert (summary.lifted, summary.errors, summary.skipped) == (len(LENGTHS), 0, 0)
     assert summary.frames == sum(LENGTHS.values())
     assert_same_outputs(outputs(out), reference)          # meta too: same input path, same settings
@@ -222,6 +225,7 @@ def test_resume_after_kill(corpus, tiny_checkpoint, tmp_path, reference):
     assert len(latest_records(out)) == len(LENGTHS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [1, 2])
 def test_ctrl_c_subprocess(tmp_path, tiny_checkpoint, workers):
     """A real SIGINT to a running job: exit 130, every recorded output complete, rerun finishes."""
@@ -254,6 +258,7 @@ def test_ctrl_c_subprocess(tmp_path, tiny_checkpoint, workers):
     assert len(latest_records(out)) == 6
 
 
+@pytest.mark.slow
 def test_dead_worker_process_loses_only_its_chunks(tmp_path, tiny_checkpoint):
     from engine.corpus_exec import ProcessExecutor
     from engine.manifest import file_digest
