@@ -21,8 +21,11 @@ path's ``initial``.
 
 Randomness: each video draws its GMM noise from the portable counter-based stream of
 :mod:`engine.rng`, keyed by ``seed`` and the video's own draw index (its frame index), so a video's
-result does not depend on which other videos share its batch, and ``seed`` gives the same noise in
-every backend and in the C++ runner. ``diffusion.noise`` says
+noise does not depend on which other videos share its batch, and ``seed`` gives the same noise in
+every backend and in the C++ runner. The result then depends on the batch only through float
+rounding of the batched matrix products: on the development CPU torch's GEMM gives a row the same
+bits for any call of 4 or more rows, so with N >= 4 hypotheses a video lifts bit for bit the same
+alone or in any batch (engine.corpus checks this on each machine before it batches). ``diffusion.noise`` says
 when: ``frame`` draws N fresh samples of H_K every frame (the literal reading of the paper);
 ``video`` draws them once per video and starts every frame's reverse process from the same draw.
 Each frame's h_K is still a sample of H_K, but the residual noise the few DDIM steps leave behind
