@@ -31,7 +31,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import tempfile
 import time
@@ -74,27 +73,13 @@ class LiftSettings:
     exports: tuple[str, ...] = ()
 
     def __post_init__(self):
-        from .api import FPS_RANGE
         from .backends import available_backends
-        from .config import MAX_SIZE
         from .formats import FORMATS
+        from .validate import lift_flags
         from .writers import EXPORTS
         if self.backend not in available_backends():
             raise InputError(f"--backend {self.backend!r}: choose from {', '.join(available_backends())}")
-        if self.encoder_only:
-            given = [f"--{n.replace('_', '-')}" for n in ("hypotheses", "steps", "aggregation", "guidance_mode", "rho")
-                     if getattr(self, n) is not None] + (["--no-guidance"] if self.no_guidance else [])
-            if given:
-                raise InputError(f"--encoder-only skips the diffusion sampler, so {', '.join(given)} cannot be "
-                                 "combined with it")
-        for name, hi in (("hypotheses", MAX_SIZE["hypotheses"]), ("steps", MAX_SIZE["sample_steps"])):
-            v = getattr(self, name)
-            if v is not None and not 1 <= v <= hi:
-                raise InputError(f"--{name} must be in [1, {hi}], got {v}")
-        if not 0 <= self.seed < 2 ** 63:
-            raise InputError(f"--seed must be in [0, 2^63 - 1], got {self.seed}")
-        if not 1 <= self.threads <= 256:
-            raise InputError(f"--threads must be in [1, 256], got {self.threads}")
+        lift_flags(self)                      # the flags shared with engine.run, checked alike
         if self.batch_size is not None:
             if not 1 <= self.batch_size <= MAX_BATCH:
                 raise InputError(f"--batch-size must be in [1, {MAX_BATCH}], got {self.batch_size}")
@@ -102,14 +87,6 @@ class LiftSettings:
                 raise InputError(f"--batch-size {self.batch_size} needs --backend torch: ONNX Runtime's kernels "
                                  f"give results that depend on the batch shape, so with --backend {self.backend} "
                                  "a clip's output would depend on its batch (each clip is lifted alone)")
-        if self.rho is not None and not (self.rho >= 0 and math.isfinite(self.rho)):
-            raise InputError(f"--rho must be a finite number >= 0, got {self.rho}")
-        if self.image_size is not None and min(self.image_size) <= 0:
-            raise InputError(f"--image-size must be positive, got {self.image_size[0]} {self.image_size[1]}")
-        if self.conf_threshold is not None and not 0.0 <= self.conf_threshold <= 1.0:
-            raise InputError(f"--conf-threshold must be in [0, 1], got {self.conf_threshold:g}")
-        if self.fps is not None and not FPS_RANGE[0] <= self.fps <= FPS_RANGE[1]:
-            raise InputError(f"--fps must be in [{FPS_RANGE[0]:g}, {FPS_RANGE[1]:g}], got {self.fps:g}")
         if self.format is not None and self.format not in FORMATS:
             raise InputError(f"--format {self.format!r}: choose from {', '.join(FORMATS)}")
         bad = [k for k in self.exports if k not in EXPORTS]

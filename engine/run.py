@@ -26,7 +26,6 @@ are rejected with it).
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -34,7 +33,6 @@ from pathlib import Path
 import numpy as np
 
 from .backends import available_backends
-from .config import MAX_SIZE
 from .formats import FORMATS
 from .io import InputError, OutputGroup, check_writable, result_arrays
 from .skeleton import H36M17
@@ -182,35 +180,11 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
-SAMPLER_FLAGS = ("hypotheses", "steps", "aggregation", "guidance_mode", "rho")   # dest names, default None
-
-
 def _check_args(args) -> list[str]:
-    if args.encoder_only:
-        given = [f"--{name.replace('_', '-')}" for name in SAMPLER_FLAGS if getattr(args, name) is not None]
-        given += ["--no-guidance"] if args.no_guidance else []
-        if given:
-            raise InputError(f"--encoder-only skips the diffusion sampler, so {', '.join(given)} cannot be "
-                             "combined with it")
-    for name, hi in (("hypotheses", MAX_SIZE["hypotheses"]), ("steps", MAX_SIZE["sample_steps"])):
-        v = getattr(args, name)
-        if v is not None and not 1 <= v <= hi:
-            raise InputError(f"--{name} must be in [1, {hi}], got {v}")
-    if not 0 <= args.seed < 2 ** 63:
-        raise InputError(f"--seed must be in [0, 2^63 - 1], got {args.seed}")
-    if not 1 <= args.threads <= 256:
-        raise InputError(f"--threads must be in [1, 256], got {args.threads}")
-    if args.rho is not None and not (args.rho >= 0 and math.isfinite(args.rho)):
-        raise InputError(f"--rho must be a finite number >= 0, got {args.rho}")
-    if args.image_size is not None and min(args.image_size) <= 0:
-        raise InputError(f"--image-size must be positive, got {args.image_size[0]} {args.image_size[1]}")
+    from .validate import lift_flags
+    lift_flags(args)
     if args.person is not None and args.all_people:
         raise InputError("--person and --all-people exclude each other")
-    if args.conf_threshold is not None and not (0.0 <= args.conf_threshold <= 1.0):
-        raise InputError(f"--conf-threshold must be in [0, 1], got {args.conf_threshold:g}")
-    from .api import FPS_RANGE
-    if args.fps is not None and not (FPS_RANGE[0] <= args.fps <= FPS_RANGE[1]):
-        raise InputError(f"--fps must be in [{FPS_RANGE[0]:g}, {FPS_RANGE[1]:g}], got {args.fps:g}")
     exports: list[str] = []
     if args.export is not None:
         for kind in (k.strip().lower() for k in args.export.split(",")):

@@ -122,3 +122,36 @@ def numbers_array(value, name: str) -> np.ndarray:
             or arr.dtype == np.bool_) or arr.dtype == np.bool_:
         raise InputError(f"{name} must hold real numbers, got dtype {arr.dtype}")
     return arr
+
+
+SAMPLER_FLAGS = ("hypotheses", "steps", "aggregation", "guidance_mode", "rho")   # None: the checkpoint's
+
+
+def lift_flags(opts) -> None:
+    """The lifting flags shared by ``engine.run`` and ``engine.corpus``, read as attributes of
+    ``opts`` (an argparse namespace or a settings dataclass): sampler flags against
+    ``--encoder-only``, sizes, seed, threads, rho, image size, confidence threshold and fps."""
+    from .api import FPS_RANGE
+    from .config import MAX_SIZE
+    if opts.encoder_only:
+        given = [f"--{n.replace('_', '-')}" for n in SAMPLER_FLAGS if getattr(opts, n) is not None]
+        given += ["--no-guidance"] if opts.no_guidance else []
+        if given:
+            raise InputError(f"--encoder-only skips the diffusion sampler, so {', '.join(given)} cannot be "
+                             "combined with it")
+    for name, hi in (("hypotheses", MAX_SIZE["hypotheses"]), ("steps", MAX_SIZE["sample_steps"])):
+        v = getattr(opts, name)
+        if v is not None and not 1 <= v <= hi:
+            raise InputError(f"--{name} must be in [1, {hi}], got {v}")
+    if not 0 <= opts.seed <= MAX_SEED:
+        raise InputError(f"--seed must be in [0, 2^63 - 1], got {opts.seed}")
+    if not 1 <= opts.threads <= 256:
+        raise InputError(f"--threads must be in [1, 256], got {opts.threads}")
+    if opts.rho is not None and not (opts.rho >= 0 and math.isfinite(opts.rho)):
+        raise InputError(f"--rho must be a finite number >= 0, got {opts.rho}")
+    if opts.image_size is not None and min(opts.image_size) <= 0:
+        raise InputError(f"--image-size must be positive, got {opts.image_size[0]} {opts.image_size[1]}")
+    if opts.conf_threshold is not None and not 0.0 <= opts.conf_threshold <= 1.0:
+        raise InputError(f"--conf-threshold must be in [0, 1], got {opts.conf_threshold:g}")
+    if opts.fps is not None and not FPS_RANGE[0] <= opts.fps <= FPS_RANGE[1]:
+        raise InputError(f"--fps must be in [{FPS_RANGE[0]:g}, {FPS_RANGE[1]:g}], got {opts.fps:g}")
