@@ -27,6 +27,7 @@ one-line message.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -114,6 +115,48 @@ def _size(image_size) -> tuple[int, int]:
     if w <= 0 or h <= 0:
         raise InputError(f"--image-size must be positive, got {w} {h}")
     return w, h
+
+
+@dataclass(frozen=True)
+class ClipSetup:
+    """How one read clip is lifted: its layout, intrinsics (given or default) and frame rate."""
+    format: str
+    intrinsics: Intrinsics
+    intrinsics_given: bool
+    fps: float | None
+    normalized_size: tuple[int, int] | None        # multiply [0, 1] coordinates by this (W, H)
+
+
+def clip_setup(raw, where: str, format: str | None = None, image_size=None, intrinsics=None,
+               normalized: bool = False, fps: float | None = None) -> ClipSetup:
+    """The settings of one clip read by :func:`engine.readers.read_input`, from the flags (None:
+    from the file): the layout (numpy files are Human3.6M unless told; JSON guesses from the joint
+    count), the image size or intrinsics, and the frame rate. Shared by engine.run and engine.corpus."""
+    from .formats import guess_format
+    fmt = format
+    if fmt is None:
+        if raw.kind in ("npy", "npz"):
+            fmt = "h36m"
+        else:
+            joints = next(iter(raw.people.values())).shape[1]
+            fmt = raw.format_hint or guess_format(joints)
+            if fmt is None:
+                raise InputError(f"{where}: cannot tell the keypoint layout of {joints} joints; pass --format")
+    size = tuple(image_size) if image_size else raw.extras.get("image_size")
+    if normalized and size is None:
+        raise InputError("--normalized needs the image size: pass --image-size W H")
+    intr, given = resolve_intrinsics(size, intrinsics)
+    rate = fps if fps is not None else raw.extras.get("fps")
+    if rate is not None and not (np.isfinite(rate) and rate > 0):
+        raise InputError(f"{where}: the file's fps {rate} is not a positive number")
+    return ClipSetup(fmt, intr, given, rate, (intr.width, intr.height) if normalized else None)
+
+
+def check_ground_truth(gt: np.ndarray | None, kp: np.ndarray, where: str) -> None:
+    """``gt_poses_3d`` of a clip must cover the same frames and joints as its keypoints."""
+    if gt is not None and gt.shape[:2] != kp.shape[:2]:
+        raise InputError(f"{where}: 'gt_poses_3d' has shape {gt.shape}, the keypoints "
+                         f"{kp.shape[0]} frames of {kp.shape[1]} joints")
 
 
 def config_overrides(hypotheses=None, steps=None, aggregation=None, guidance=None, guidance_mode=None,

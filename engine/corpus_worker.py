@@ -191,38 +191,21 @@ def read_clip(source: str):
 
 def prepare_clip(task: ClipTask, s: LiftSettings, model) -> Prepared:
     """Read one clip and prepare it as engine.run does; raises InputError for a bad clip."""
-    from .api import lift_keypoints, prepare_keypoints, resolve_intrinsics
-    from .formats import guess_format
+    from .api import check_ground_truth, clip_setup, lift_keypoints, prepare_keypoints
     from .readers import select_people
 
     t0 = time.perf_counter()
     where = task.source
     raw = read_clip(task.source)
-    fmt = s.format
-    if fmt is None:
-        if raw.kind in ("npy", "npz"):
-            fmt = "h36m"
-        else:
-            joints = next(iter(raw.people.values())).shape[1]
-            fmt = raw.format_hint or guess_format(joints)
-            if fmt is None:
-                raise InputError(f"{where}: cannot tell the keypoint layout of {joints} joints; pass --format")
+    setup = clip_setup(raw, where, s.format, s.image_size, s.intrinsics, s.normalized, s.fps)
+    fmt, intr, given, fps = setup.format, setup.intrinsics, setup.intrinsics_given, setup.fps
     people = select_people(raw, s.person, False, where)
-    size = tuple(s.image_size) if s.image_size else raw.extras.get("image_size")
-    if s.normalized and size is None:
-        raise InputError("--normalized needs the image size: pass --image-size W H")
-    intr, given = resolve_intrinsics(size, s.intrinsics)
-    fps = s.fps if s.fps is not None else raw.extras.get("fps")
-    if fps is not None and not (np.isfinite(fps) and fps > 0):
-        raise InputError(f"{where}: the file's fps {fps} is not a positive number")
     pid, arr = people[0]
     label = where if pid is None or s.person is None else f"{where} person {pid}"
-    kp, filled = prepare_keypoints(arr, fmt, s.conf_threshold, (intr.width, intr.height) if s.normalized else None,
-                                   label, check_layout=s.format is None, image_size=(intr.width, intr.height))
+    kp, filled = prepare_keypoints(arr, fmt, s.conf_threshold, setup.normalized_size, label,
+                                   check_layout=s.format is None, image_size=(intr.width, intr.height))
     gt = raw.extras.get("gt_poses_3d", {}).get(0 if pid is None else pid)
-    if gt is not None and gt.shape[:2] != kp.shape[:2]:
-        raise InputError(f"{label}: 'gt_poses_3d' has shape {gt.shape}, the keypoints "
-                         f"{kp.shape[0]} frames of {kp.shape[1]} joints")
+    check_ground_truth(gt, kp, label)
     try:
         lift_keypoints(_Stage(model), kp, intr, given, fps, s.seed, None, encoder_only=s.encoder_only)
         raise RuntimeError("engine.api.lift_keypoints did not call lifter.lift")

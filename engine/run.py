@@ -285,45 +285,27 @@ def _run(args, written: list[Path]) -> int:
 def _lift_clip(args, lifter, clip: Path, batch: bool, exports: list[str], ckpt: str,
                written: list[Path]) -> None:
     """Read, check and prepare every person first (so a bad input writes nothing), then lift."""
-    from .api import StarPoseLifter, prepare_keypoints, resolve_intrinsics
+    from .api import StarPoseLifter, check_ground_truth, clip_setup, prepare_keypoints
     from .batch import output_path
-    from .formats import guess_format
     from .readers import read_input, select_people
     from .resample import frames_at_rate
     from .writers import export_paths, write_exports
 
     raw = read_input(clip)
-    fmt = args.format
-    if fmt is None:
-        if raw.kind in ("npy", "npz"):
-            fmt = "h36m"
-        else:
-            joints = next(iter(raw.people.values())).shape[1]
-            fmt = raw.format_hint or guess_format(joints)
-            if fmt is None:
-                raise InputError(f"{clip}: cannot tell the keypoint layout of {joints} joints; pass --format")
+    setup = clip_setup(raw, str(clip), args.format, args.image_size, args.intrinsics, args.normalized, args.fps)
+    fmt, intr, given, fps = setup.format, setup.intrinsics, setup.intrinsics_given, setup.fps
     people = select_people(raw, args.person, args.all_people, str(clip))
-    size = tuple(args.image_size) if args.image_size else raw.extras.get("image_size")
-    if args.normalized and size is None:
-        raise InputError("--normalized needs the image size: pass --image-size W H")
-    intr, given = resolve_intrinsics(size, args.intrinsics)
-    fps = args.fps if args.fps is not None else raw.extras.get("fps")
-    if fps is not None and not (np.isfinite(fps) and fps > 0):
-        raise InputError(f"{clip}: the file's fps {fps} is not a positive number")
-    norm = (intr.width, intr.height) if args.normalized else None
     prepared = []
     for pid, arr in people:
         where = str(clip) if pid is None or len(people) == 1 and args.person is None else f"{clip} person {pid}"
-        kp, filled = prepare_keypoints(arr, fmt, args.conf_threshold, norm, where,
+        kp, filled = prepare_keypoints(arr, fmt, args.conf_threshold, setup.normalized_size, where,
                                        check_layout=args.format is None, image_size=(intr.width, intr.height))
         out = output_path(clip, pid if args.all_people else None, args.output, batch)
         _check_output_names(clip, out, exports)
         for target in [out, *export_paths(out, exports)]:       # before lifting, not after
             check_writable(target)
         gt = raw.extras.get("gt_poses_3d", {}).get(0 if pid is None else pid)
-        if gt is not None and gt.shape[:2] != kp.shape[:2]:
-            raise InputError(f"{where}: 'gt_poses_3d' has shape {gt.shape}, the keypoints "
-                             f"{kp.shape[0]} frames of {kp.shape[1]} joints")
+        check_ground_truth(gt, kp, where)
         prepared.append((pid, kp, filled, out, gt))
 
     api = StarPoseLifter.from_parts(lifter, args.backend, args.seed, ckpt)
