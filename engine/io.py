@@ -192,7 +192,7 @@ def write_atomic(path: str | Path, write, binary: bool = True) -> Path:
 class OutputGroup:
     """Several outputs of one result, all or none: each is written to a temporary file, and only
     when every one is complete are they renamed into place, with SIGINT and SIGTERM held back
-    for those few renames. On an error or an interrupt the temporary files are removed.
+    (recorded, then acted on) for those few renames. On an error or an interrupt the temporary files are removed.
 
         with OutputGroup() as g:
             g.add(path_json, write_json, binary=False)
@@ -201,6 +201,7 @@ class OutputGroup:
 
     def __init__(self):
         self.staged: list[tuple[str, Path]] = []
+        self.committed = False          # every file renamed into place (true even if a held signal fires after)
 
     def add(self, path: str | Path, write, binary: bool = True) -> Path:
         path = Path(path)
@@ -218,6 +219,7 @@ class OutputGroup:
         try:
             for tmp, path in self.staged:
                 os.replace(tmp, path)
+            self.committed = True
         except BaseException:
             self._discard()
             raise
@@ -231,18 +233,36 @@ class OutputGroup:
                 os.remove(tmp)
 
 
+_DEFERRED = ("SIGINT", "SIGTERM")
+
+
 def _hold_signals():
+    """Record SIGINT/SIGTERM instead of acting on them (Python runs signal handlers in the main
+    thread, whichever thread the OS delivered to); returns what :func:`_release_signals` needs."""
     import signal
     import threading
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+    if threading.current_thread() is not threading.main_thread():
         return None
-    return signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    got: list[int] = []
+    sigs = [getattr(signal, name) for name in _DEFERRED if hasattr(signal, name)]
+    old = {sig: signal.signal(sig, lambda signum, frame: got.append(signum)) for sig in sigs}
+    return old, got
 
 
 def _release_signals(held) -> None:
-    if held is not None:
-        import signal
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+    """Restore the handlers, then act on the first signal that arrived meanwhile, as it would have."""
+    if held is None:
+        return
+    import signal
+    old, got = held
+    for sig, handler in old.items():
+        signal.signal(sig, handler)
+    if got:
+        handler = old[got[0]]
+        if callable(handler):
+            handler(got[0], None)                 # e.g. KeyboardInterrupt, engine.run's SIGTERM handler
+        elif handler == signal.SIG_DFL:
+            os.kill(os.getpid(), got[0])
 
 
 def write_npz_atomic(path: str | Path, **arrays) -> Path:

@@ -336,11 +336,15 @@ def _lift_clip(args, lifter, clip: Path, batch: bool, exports: list[str], ckpt: 
         arrays = result_arrays(res["poses_m"], res["spread_m"], model.skeleton.joint_names, meta)
         arrays["root_trajectory"] = (res["root_m"] * 1000.0).astype(np.float32)
         arrays["keypoints_2d"] = kp.astype(np.float32)
-        with OutputGroup() as group:          # the .npz and its exports: all written, or none
-            if exports:
-                write_exports(out, exports, arrays, meta["fps"], meta, group)
-            group.add(out, lambda f: np.savez_compressed(f, **arrays))
-        written.append(out)
+        group = OutputGroup()                 # the .npz and its exports: all written, or none
+        try:
+            with group:
+                if exports:
+                    write_exports(out, exports, arrays, meta["fps"], meta, group)
+                group.add(out, lambda f: np.savez_compressed(f, **arrays))
+        finally:                              # a Ctrl-C held back during the renames fires after them
+            if group.committed:
+                written.append(out)
         if not args.quiet:
             n = kp.shape[0]
             d = lifter.cfg.diffusion

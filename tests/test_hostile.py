@@ -340,3 +340,23 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path, tiny_checkpoint):
     assert proc.returncode == 143, err[-2000:]
     assert "interrupted: no output written" in err and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["long.npy"]
+
+
+def test_a_signal_during_the_renames_waits_for_them(tmp_path, monkeypatch):
+    """SIGINT arriving while the group renames its files is held until every file is in place."""
+    real_replace = os.replace
+    renamed = []
+
+    def replace_and_interrupt(src, dst):
+        real_replace(src, dst)
+        renamed.append(Path(dst).name)
+        os.kill(os.getpid(), signal.SIGINT)            # held back: delivered after the last rename
+    group = OutputGroup()
+    with pytest.raises(KeyboardInterrupt):
+        with group:
+            group.add(tmp_path / "a.json", lambda f: f.write("{}"), binary=False)
+            group.add(tmp_path / "a.npz", lambda f: f.write(b"x"))
+            monkeypatch.setattr(os, "replace", replace_and_interrupt)
+    monkeypatch.undo()
+    assert group.committed and renamed == ["a.json", "a.npz"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "a.npz"]
