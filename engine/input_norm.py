@@ -96,4 +96,4 @@ def to_view(kp: torch.Tensor, rot: torch.Tensor, intr: torch.Tensor) -> torch.Te
 def from_view(poses: torch.Tensor | np.ndarray, rot: torch.Tensor) -> np.ndarray:
     """3D (T, J, 3) in the rotated camera -> the real camera (``R^T p`` per frame)."""
     p = torch.as_tensor(np.asarray(poses), dtype=rot.dtype)
-    return (p @ rot).numpy().astype(np.float32)                                 # row vectors: (R^T p)^T = p^T R
+    return np.asarray((p @ rot).numpy(), dtype=np.float32)                      # row vectors: (R^T p)^T = p^T R

@@ -217,8 +217,13 @@ class Lifter:
             return run(videos)
         views = [person_view(v.kp2d, v.conf, v.intr) for v in videos]              # (T, 3, 3) each
         turned = [VideoInput(to_view(v.kp2d, r, v.intr), v.conf, v.intr) for v, r in zip(videos, views)]
-        return [LiftResult(from_view(res.poses, r), res.spread, from_view(res.initial, r))
-                for res, r in zip(run(turned), views)]
+        results = run(turned)
+        del turned
+        for i, r in enumerate(views):           # turned back one result at a time (peak memory)
+            res = results[i]
+            results[i] = LiftResult(from_view(res.poses, r), res.spread, from_view(res.initial, r))
+            del res
+        return results
 
     def _lift(self, videos: list[VideoInput], seed: int, progress, noise, encoder_only: bool) -> list[LiftResult]:
         if encoder_only:

@@ -188,8 +188,11 @@ py::object lift(const starpose::Runner& runner, const py::sequence& videos, uint
     py::array_t<float> spread({T, static_cast<py::ssize_t>(J)});
     py::array_t<float> initial({T, static_cast<py::ssize_t>(J), py::ssize_t(3)});
     std::copy(o.poses.begin(), o.poses.end(), poses.mutable_data());
+    std::vector<float>().swap(o.poses);          // free each C++ copy once it is in numpy (peak memory)
     std::copy(o.spread.begin(), o.spread.end(), spread.mutable_data());
+    std::vector<float>().swap(o.spread);
     std::copy(o.initial.begin(), o.initial.end(), initial.mutable_data());
+    std::vector<float>().swap(o.initial);
     results.append(py::make_tuple(poses, spread, initial));
   }
   if (!profile) return std::move(results);
