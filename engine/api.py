@@ -27,6 +27,7 @@ one-line message.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -252,8 +253,12 @@ class StarPoseLifter:
             raise TypeError(f"unknown overrides {sorted(bad)}; known: {sorted(known)}")   # as Python for keywords
         self.device = validate.device(device)
         validate.choice(backend, "backend", BACKENDS)
+        t0 = time.perf_counter()
         if model is None:
             ckpt = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
+            if checkpoint is None and not DEFAULT_CHECKPOINT.is_file():
+                raise InputError(f"no shipped default model at {DEFAULT_CHECKPOINT}; pass a checkpoint "
+                                 "(--checkpoint PATH)")
             try:
                 model = load_checkpoint(ckpt, self.device)
             except CheckpointError as e:
@@ -267,6 +272,9 @@ class StarPoseLifter:
         for name in ("hypotheses", "steps"):
             if overrides.get(name) is not None:
                 validate.integer(overrides[name], name, 1)
+        steps, trained = overrides.get("steps"), model.cfg.diffusion.train_steps
+        if steps is not None and steps > trained:
+            raise InputError(f"steps {steps} exceeds the model's {trained} training steps")
         if overrides.get("rho") is not None:
             validate.real(overrides["rho"], "rho", 0.0)
         if overrides.get("guidance") is not None:
@@ -276,11 +284,13 @@ class StarPoseLifter:
             self.cfg = model.cfg.with_overrides(**sections)
         except (ValueError, TypeError) as e:
             raise InputError(str(e)) from None
+        t1 = time.perf_counter()
         try:
             self.backend_name = backend
-            self.backend = make_backend(backend, model, str(self.device))
+            self.backend = make_backend(backend, model, str(self.device))    # onnx/cpp: may export first (once)
         except BackendUnavailable as e:
             raise InputError(str(e)) from None
+        self.setup_s = {"model": t1 - t0, "backend": time.perf_counter() - t1}   # seconds, export included
         try:
             self.lifter = Lifter(model, self.backend, self.cfg)
         except ValueError as e:
@@ -288,10 +298,11 @@ class StarPoseLifter:
 
     @classmethod
     def from_parts(cls, lifter, backend_name: str = "torch", seed: int = 0, checkpoint=None) -> "StarPoseLifter":
-        """Wrap an existing :class:`engine.pipeline.Lifter` (the CLI builds its own)."""
+        """Wrap an existing :class:`engine.pipeline.Lifter` (engine.corpus's workers build theirs)."""
         self = cls.__new__(cls)
         self.model, self.cfg, self.backend, self.lifter = lifter.model, lifter.cfg, lifter.backend, lifter
         self.device, self.backend_name, self.seed, self.checkpoint = lifter.device, backend_name, seed, checkpoint
+        self.setup_s = {"model": 0.0, "backend": 0.0}
         return self
 
     @property

@@ -220,50 +220,21 @@ def _check_distinct_outputs(clips: list[Path], output: Path | None) -> None:
 def _run(args, written: list[Path]) -> int:
     import torch
 
-    from .backends import BackendUnavailable, make_backend
+    from .api import StarPoseLifter
     from .batch import expand_inputs
-    from .checkpoint import DEFAULT_CHECKPOINT, CheckpointError, load_checkpoint
-    from .pipeline import Lifter
 
     t_start = time.perf_counter()
     exports = _check_args(args)
     torch.set_num_threads(args.threads)
-    from .validate import device as valid_device
-    device = valid_device(args.device)
-
-    ckpt = args.checkpoint or DEFAULT_CHECKPOINT
-    if args.checkpoint is None and not DEFAULT_CHECKPOINT.is_file():
-        raise InputError(f"no shipped default model at {DEFAULT_CHECKPOINT}; pass --checkpoint PATH")
-    try:
-        model = load_checkpoint(ckpt, device)
-    except CheckpointError as e:
-        raise InputError(str(e)) from None
-
-    clips, batch = expand_inputs(args.input)
-    if args.steps is not None and args.steps > model.cfg.diffusion.train_steps:
-        raise InputError(f"--steps {args.steps} exceeds the model's {model.cfg.diffusion.train_steps} "
-                         "training steps")
-    from .api import config_overrides
-    sections = config_overrides(args.hypotheses, args.steps, args.aggregation, False if args.no_guidance else None,
-                                args.guidance_mode, args.rho)
-    try:
-        cfg = model.cfg.with_overrides(**sections)
-    except ValueError as e:
-        raise InputError(str(e)) from None
-    t_backend = time.perf_counter()
-    try:
-        backend = make_backend(args.backend, model, str(device))     # onnx/cpp: may export first (once)
-    except BackendUnavailable as e:
-        raise InputError(str(e)) from None
+    sampler = {"hypotheses": args.hypotheses, "steps": args.steps, "aggregation": args.aggregation,
+               "guidance": False if args.no_guidance else None, "guidance_mode": args.guidance_mode, "rho": args.rho}
+    api = StarPoseLifter(args.checkpoint, args.device, args.backend, seed=args.seed,
+                         **{k: v for k, v in sampler.items() if v is not None})
     args.setup_s = time.perf_counter() - t_start       # model load and backend set-up, export included
-    args.backend_s = time.perf_counter() - t_backend
-    try:
-        lifter = Lifter(model, backend, cfg)
-    except ValueError as e:
-        raise InputError(str(e)) from None
-
+    args.backend_s = api.setup_s["backend"]
+    clips, batch = expand_inputs(args.input)
     if not batch:
-        _lift_clip(args, lifter, clips[0], False, exports, str(ckpt), written)
+        _lift_clip(args, api, clips[0], False, exports, written)
         return 0
     if args.output is not None and args.output.exists() and not args.output.is_dir():
         raise InputError(f"--output {args.output}: with several inputs --output must be a folder")
@@ -273,7 +244,7 @@ def _run(args, written: list[Path]) -> int:
         if not args.quiet:
             print(f"[{i + 1}/{len(clips)}] {clip}", file=sys.stderr)
         try:
-            _lift_clip(args, lifter, clip, True, exports, str(ckpt), written)
+            _lift_clip(args, api, clip, True, exports, written)
         except InputError as e:
             failed += 1
             print(f"error: {e}", file=sys.stderr)
@@ -282,10 +253,9 @@ def _run(args, written: list[Path]) -> int:
     return EXIT_BAD_INPUT if failed else 0
 
 
-def _lift_clip(args, lifter, clip: Path, batch: bool, exports: list[str], ckpt: str,
-               written: list[Path]) -> None:
+def _lift_clip(args, api, clip: Path, batch: bool, exports: list[str], written: list[Path]) -> None:
     """Read, check and prepare every person first (so a bad input writes nothing), then lift."""
-    from .api import StarPoseLifter, check_ground_truth, clip_setup, prepare_keypoints
+    from .api import check_ground_truth, clip_setup, prepare_keypoints
     from .batch import output_path
     from .readers import read_input, select_people
     from .resample import frames_at_rate
@@ -308,7 +278,7 @@ def _lift_clip(args, lifter, clip: Path, batch: bool, exports: list[str], ckpt: 
         check_ground_truth(gt, kp, where)
         prepared.append((pid, kp, filled, out, gt))
 
-    api = StarPoseLifter.from_parts(lifter, args.backend, args.seed, ckpt)
+    lifter, ckpt = api.lifter, api.checkpoint
     model = lifter.model
     for pid, kp, filled, out, gt in prepared:
         model_frames = kp.shape[0] if fps is None else frames_at_rate(kp.shape[0], fps, model.cfg.fps)

@@ -69,7 +69,7 @@ def test_given_intrinsics_and_overrides(ckpt):
     assert m["trajectory_intrinsics_px"] == [800.0, 800.0, 500.0, 500.0]
     with pytest.raises(TypeError):
         StarPoseLifter(ckpt, hypothesis=3)
-    with pytest.raises(InputError, match="sample_steps"):
+    with pytest.raises(InputError, match="exceeds the model.s 50 training steps"):
         StarPoseLifter(ckpt, steps=500)
     with pytest.raises(InputError, match="image-size"):
         lf.lift(kp)

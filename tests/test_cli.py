@@ -446,7 +446,7 @@ EXPECT_WORDS = {
     "conf_negative": "confidence", "missing_image_size": "--image-size",
     "gt_wrong_shape": "gt_poses_3d", "gt_wrong_frames": "gt_poses_3d", "gt_wrong_joints": "gt_poses_3d",
     "gt_nan": "non-finite", "gt_inf": "non-finite", "gt_string": "gt_poses_3d", "steps_zero": "--steps",
-    "steps_above_K": "--steps", "steps_not_integer": "--steps", "hypotheses_zero": "--hypotheses",
+    "steps_above_K": "training steps", "steps_not_integer": "--steps", "hypotheses_zero": "--hypotheses",
     "huge_hypotheses": "--hypotheses", "huge_seed": "--seed", "mps_device": "only cpu and cuda devices",
     "zero_threads": "--threads", "negative_seed": "--seed", "negative_rho": "--rho", "nan_rho": "--rho",
     "unknown_backend": "tpu", "cuda_without_cuda": "cuda",
