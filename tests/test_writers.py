@@ -13,22 +13,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from engine.bvh import CAM_TO_YUP, bvh_forward_kinematics, euler_zxy, matrix_zxy, read_bvh, to_bvh  # noqa: E402
 from engine.checkpoint import save_checkpoint  # noqa: E402
 from engine.config import StarPoseConfig  # noqa: E402
 from engine.model import StarPose  # noqa: E402
 from engine.run import main  # noqa: E402
 from engine.skeleton import H36M17  # noqa: E402
-from engine.writers import (  # noqa: E402
-    CAM_TO_YUP,
-    bvh_forward_kinematics,
-    euler_zxy,
-    matrix_zxy,
-    read_bvh,
-    to_bvh,
-    to_csv,
-    to_json,
-    write_text_atomic,
-)
+from engine.writers import to_csv, to_json, write_text_atomic  # noqa: E402
 from examples.make_example import walker  # noqa: E402
 
 NAMES = list(H36M17.joint_names)
