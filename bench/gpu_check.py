@@ -11,8 +11,9 @@ section runs) and prints one verdict line per check: ``PASS <check>: <detail>``,
    versions, ONNX Runtime providers, whether the C++ runner is built, git revision.
 2. ``compile``: ``python -m kernels.aot`` for this GPU's architecture, every specialisation, on
    all CPU cores. Fills Triton's cache, so later sections do not compile one kernel at a time.
-3. ``kernel_tests``: tests/test_kernels.py under pytest on the GPU: each kernel against its eager
-   reference at real compile (not the interpreter), the triton backend, the CUDA-graph replay test.
+3. ``kernel_tests``: tests/test_kernel_*.py and tests/test_triton_backend.py under pytest on the
+   GPU: each kernel against its eager reference at real compile (not the interpreter), the triton
+   backend, the CUDA-graph replay test.
 4. ``golden``: backends triton, onnx and cpp on CUDA against tests/golden/golden_tiny.npz (the
    eager pipeline's output, mean and reproj aggregation), with tests/test_onnx.py's per-frame rule.
 5. ``cuda_graphs``: TritonBackend with and without graph capture: equal results, one graph per
@@ -282,9 +283,14 @@ def section_compile(run: Run) -> None:
         run.record("FAIL", "aot compile", fails[0] if fails else (res.stderr.strip().splitlines() or ["no output"])[-1])
 
 
+KERNEL_TEST_FILES = ("tests/test_kernel_denoiser_block.py", "tests/test_kernel_denoiser_step.py",
+                     "tests/test_kernel_stpg_grad.py", "tests/test_kernel_ddim_update.py",
+                     "tests/test_triton_backend.py")
+
+
 def section_kernel_tests(run: Run) -> None:
     junit = run.out / "kernel_tests.xml"
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_kernels.py",
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *KERNEL_TEST_FILES,
            f"--junitxml={junit}"]
     if run.plan.test_filter:
         cmd += ["-k", run.plan.test_filter]

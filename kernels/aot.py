@@ -5,7 +5,7 @@
 
 What is compiled is captured, not listed by hand: the real launchers run on CPU tensors (the
 triton backend's ``sample`` for the ``small`` and ``paper`` presets, the launches of
-bench/bench_kernels.py and of tests/test_kernels.py), and every ``kernel[grid](...)`` is stopped
+bench/bench_kernels.py and of tests/test_kernel_*.py), and every ``kernel[grid](...)`` is stopped
 at Triton's JIT cache hook (``triton.knobs.runtime.jit_cache_hook``) after Triton has bound and
 specialised its arguments for a target that a stand-in driver names: dtypes, constexprs (block
 sizes, flags), num_warps / num_stages, integers equal to 1, 16-divisible integers and pointers.
@@ -96,7 +96,8 @@ class KnownFailure:
 KNOWN_FAILURES: tuple[KnownFailure, ...] = (
     KnownFailure(("_denoiser_block_kernel",), ("BLOCK_M=128", "USE_FP16=False"), (89,),
                  "7 poses per program in fp32 need 128 KB of shared memory, sm_89 allows 99 KB per block: "
-                 "the rows_per_program=7 fp32 case of tests/test_kernels.py cannot launch on an L4 / RTX 4090"),
+                 "the rows_per_program=7 fp32 case of tests/test_kernel_denoiser_block.py cannot launch on an "
+                 "L4 / RTX 4090"),
     KnownFailure(("_denoiser_step_kernel", "_denoiser_block_kernel"), ("BLOCK_D=128", "USE_FP16=False"), (80, 89),
                  "fp32 (3xTF32) at D = 96 (paper) with 8 warps: ptxas spills 23-155 KB per thread (on sm_80 it "
                  "allocates only 32 registers); on A100 / L4-class GPUs use dtype=float16 for the paper preset "
@@ -306,7 +307,7 @@ def _bench_cases(models: dict) -> list[Case]:
 
 
 def _test_cases(small, tiny) -> list[Case]:
-    """The parametrisations of tests/test_kernels.py (keep in step with that file)."""
+    """The parametrisations of tests/test_kernel_*.py (keep in step with those files)."""
     f32, f16 = torch.float32, torch.float16
     out = []
     for rows, dim, heads, rpp, shared in [(1, 16, 2, 3, False), (3, 64, 4, 1, True), (37, 96, 4, 3, False),
