@@ -97,8 +97,11 @@ def project(points: torch.Tensor, intr: torch.Tensor, distortion: torch.Tensor |
     return xy * f + c
 
 
+ROOT_SOLVE_EPS = 1e-6      # added to the diagonal of the 3x3 root solve (guidance; the kernels and C++ too)
+
+
 def solve_root_translation(rel: torch.Tensor, kp2d: torch.Tensor, intr: torch.Tensor,
-                           weights: torch.Tensor | None = None, eps: float = 1e-6) -> torch.Tensor:
+                           weights: torch.Tensor | None = None, eps: float = ROOT_SOLVE_EPS) -> torch.Tensor:
     """Closed-form root translation T minimising the algebraic reprojection error.
 
     For root-relative points P_j and image points (x_j, y_j), the rays u_j = (x_j - cx) / fx and

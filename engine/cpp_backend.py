@@ -101,8 +101,9 @@ class CppBackend:
         reason = unavailable_reason()
         if reason is not None:
             raise BackendUnavailable(reason)
-        from export.onnx import ExportError, export_cached, load_spec
+        from export.cache import export_cached
         from export.ort_backend import check_export_matches
+        from export.spec import ExportError, load_spec
         self.model = model.eval()
         self.device = torch.device(device)
         if export_dir is None:

@@ -39,7 +39,7 @@ from engine.gmm import GMMParams
 from engine.model import StarPose
 from engine.pipeline import Lifter, LiftResult, VideoInput
 
-from .onnx import standing_pose
+from .graphs import standing_pose
 
 __all__ = ["SEED", "LENGTHS", "Golden", "build_model", "make_videos", "write_golden", "load_golden"]
 

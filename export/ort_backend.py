@@ -24,7 +24,9 @@ from engine.diffusion import ddim_timesteps
 from engine.guidance import GuidanceInputs
 from engine.model import StarPose
 
-from .onnx import GRAPHS, ExportError, export_cached, load_spec
+from .cache import export_cached
+from .graphs import GRAPHS
+from .spec import ExportError, load_spec
 
 __all__ = ["OrtBackend", "check_guidance_mode"]
 
@@ -55,7 +57,7 @@ class OrtBackend:
         model: the model the export comes from (its config and GMM are checked against it).
         device: ``"cpu"`` or ``"cuda[:i]"``; results are returned on this device.
         export_dir: an export of ``model``; default: export into the cache
-            (:func:`export.onnx.export_cached`, ``$STARPOSE_CACHE_DIR``).
+            (:func:`export.cache.export_cached`, ``$STARPOSE_CACHE_DIR``).
         threads: ORT intra-op threads per session (default 1: these graphs are small, and on a
             shared 2-core machine a spinning thread pool is several times slower than one thread).
     """

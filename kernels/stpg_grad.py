@@ -5,7 +5,7 @@ form of the gradient of Eq. 16 with the root translation held fixed. One program
 (b, n) keeps its J joints as three (BLOCK_J,) vectors and computes, in registers:
 
 1. the closed-form root translation T (weighted normal equations, 3x3 adjugate solve with
-   eps = 1e-6 on the diagonal: :func:`engine.camera.solve_root_translation`);
+   eps = ROOT_SOLVE_EPS on the diagonal: :func:`engine.camera.solve_root_translation`);
 2. the reprojection term (Eq. 10) with confidences and the MIN_DEPTH clamp;
 3. bone vectors and lengths through a one-hot incidence built from (child, parent) index
    vectors, the symmetry term (Eq. 12) through a one-hot (left, right) pair matrix;
@@ -24,6 +24,7 @@ import triton
 import triton.language as tl
 
 from engine import guidance as _eager
+from engine.camera import ROOT_SOLVE_EPS
 from engine.guidance import stpg_grad as reference  # noqa: F401  (the eager function this matches)
 
 from ._utils import check_device, check_pow2, check_tensor, next_pow2
@@ -32,7 +33,7 @@ from ._utils import check_device, check_pow2, check_tensor, next_pow2
 EPS_PIX = tl.constexpr(_eager.EPS_PIX)
 EPS_LEN = tl.constexpr(_eager.EPS_LEN)
 MIN_DEPTH = tl.constexpr(_eager.MIN_DEPTH)
-SOLVE_EPS = tl.constexpr(1e-6)   # engine.camera.solve_root_translation default, added to the 3x3 diagonal
+SOLVE_EPS = tl.constexpr(ROOT_SOLVE_EPS)   # engine.camera: added to the 3x3 diagonal of the root solve
 
 
 def skeleton_indices(terms: torch.nn.Module) -> dict[str, torch.Tensor]:

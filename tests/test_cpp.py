@@ -43,7 +43,7 @@ def golden():
 
 @pytest.fixture(scope="module")
 def backend(golden):
-    from export.onnx import export_cached
+    from export.cache import export_cached
     return cpp_backend.CppBackend(golden.model, export_dir=export_cached(golden.model))
 
 
@@ -207,6 +207,19 @@ def test_cpp_missing_or_broken_model_dir(golden, tmp_path, backend):
         cpp_backend.Runner(str(broken))
     with pytest.raises(ValueError, match="intra_op_threads must be >= 1"):
         cpp_backend.Runner(str(backend.export_dir), intra_op_threads=0)
+    # the default focal ratio is one constant: runner.json carries Python's, the build checks it
+    import json
+    import shutil
+
+    from engine.camera import H36M_FOCAL_RATIO
+    spec = json.loads((backend.export_dir / "runner.json").read_text())
+    assert spec["constants"]["default_focal_ratio"] == H36M_FOCAL_RATIO
+    other = tmp_path / "other_ratio"
+    shutil.copytree(backend.export_dir, other)
+    spec["constants"]["default_focal_ratio"] = 1.2
+    (other / "runner.json").write_text(json.dumps(spec))
+    with pytest.raises(cpp_backend.RunnerError, match="default_focal_ratio 1.2.* differs from this build"):
+        cpp_backend.Runner(str(other))
 
 
 def test_cpp_backend_registry_and_settings(golden, backend):

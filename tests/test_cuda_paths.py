@@ -207,8 +207,8 @@ def test_cpp_runner_asked_for_cuda_falls_back_to_cpu_with_a_cpu_onnxruntime():
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("onnxruntime-gpu installed: the GPU check (bench.gpu_check) covers this")
     from engine.pipeline import Lifter
+    from export.cache import export_cached
     from export.golden import load_golden
-    from export.onnx import export_cached
     g = load_golden(GOLDEN)
     export = export_cached(g.model)
     on_cuda = cpp_backend.CppBackend(g.model, device="cuda", export_dir=export)

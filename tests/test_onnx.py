@@ -36,9 +36,12 @@ from engine.backends import make_backend  # noqa: E402
 from engine.checkpoint import save_checkpoint  # noqa: E402
 from engine.diffusion import ddim_timesteps  # noqa: E402
 from engine.pipeline import Lifter  # noqa: E402
+from export.cache import export_cached  # noqa: E402
 from export.golden import load_golden  # noqa: E402
-from export.onnx import _WRAPPERS, GRAPHS, RUNNER_FORMAT, _example_inputs, export_cached, export_model, load_spec, main  # noqa: E402
+from export.graphs import _WRAPPERS, GRAPHS, _example_inputs  # noqa: E402
+from export.onnx import export_model, main  # noqa: E402
 from export.ort_backend import OrtBackend  # noqa: E402
+from export.spec import RUNNER_FORMAT, load_spec  # noqa: E402
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "golden_tiny.npz"
 NET_TOL = dict(atol=1e-5, rtol=0.0)
@@ -216,19 +219,19 @@ def test_export_cached_says_when_it_exports(tmp_path, monkeypatch):
     """A cache miss is announced (where the cache lives, how long it took); a hit is silent."""
     from helpers import make_model
 
-    import export.onnx as eo
+    import export.cache as eo
 
     def fake_export(model, out, opset, exporter, log=None):
-        for i, graph in enumerate(eo.GRAPHS):           # progress per graph, as export_model reports it
+        for i, graph in enumerate(GRAPHS):           # progress per graph, as export_model reports it
             if log:
-                log(f"[{i + 1}/{len(eo.GRAPHS)}] {graph}.onnx")
+                log(f"[{i + 1}/{len(GRAPHS)}] {graph}.onnx")
         (Path(out) / "runner.json").write_text("{}")
 
     monkeypatch.setattr(eo, "export_model", fake_export)
     said: list[str] = []
     model = make_model(2)
     first = eo.export_cached(model, tmp_path, log=said.append)
-    n = len(eo.GRAPHS)
+    n = len(GRAPHS)
     assert len(said) == n + 2 and str(first) in said[0] and "once" in said[0] and said[-1].startswith("exported in")
     assert said[1].strip().startswith(f"[1/{n}]") and said[n].strip().startswith(f"[{n}/{n}]")
     again = eo.export_cached(model, tmp_path, log=said.append)

@@ -99,7 +99,7 @@ def test_lifter_noise_is_the_portable_stream_and_batch_independent(golden):
 def test_cpp_and_torch_agree_on_the_seed_alone(golden):
     from test_onnx import assert_frames_close
 
-    from export.onnx import export_cached
+    from export.cache import export_cached
     backend = cpp_backend.CppBackend(golden.model, export_dir=export_cached(golden.model))
     for seed in (0, 11):
         ref = Lifter(golden.model).lift(golden.videos, seed=seed)
@@ -115,7 +115,7 @@ def test_one_root_trajectory_rule_for_every_backend(golden):
     backends agree on it and on the trajectory as closely as on the poses."""
     from engine.api import StarPoseLifter
     from engine.camera import Intrinsics
-    from export.onnx import export_cached
+    from export.cache import export_cached
     export_cached(golden.model)
     intr = Intrinsics.default_for(1000, 800)
     v = golden.videos[0]

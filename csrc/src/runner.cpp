@@ -631,7 +631,7 @@ Camera Camera::default_for(int width, int height) {
   if (width <= 0 || height <= 0)
     throw InputError("image size must be positive, got " + std::to_string(width) + "x" + std::to_string(height));
   Camera c;
-  c.fx = c.fy = 1.145 * std::max(width, height);
+  c.fx = c.fy = kDefaultFocalRatio * std::max(width, height);
   c.cx = width / 2.0;
   c.cy = height / 2.0;
   c.width = width;

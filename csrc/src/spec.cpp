@@ -80,6 +80,9 @@ Spec load_spec(const std::string& dir) {
     s.constants.eps_len = c.at("eps_len").as_number();
     s.constants.min_depth = c.at("min_depth").as_number();
     s.constants.solve_eps = c.at("solve_eps").as_number();
+    if (c.has("default_focal_ratio") && c.at("default_focal_ratio").as_number() != kDefaultFocalRatio)
+      throw Error("constants.default_focal_ratio " + std::to_string(c.at("default_focal_ratio").as_number()) +
+                  " differs from this build's " + std::to_string(kDefaultFocalRatio) + " (rebuild the runner)");
   } catch (const Error& e) {
     throw Error(path + ": " + e.what());
   }

@@ -129,10 +129,14 @@ class Runner {
 };
 
 // Pinhole camera in pixels (engine/camera.py Intrinsics).
+// Default focal length / longest image side (engine.camera.H36M_FOCAL_RATIO; runner.json's
+// constants.default_focal_ratio must equal it, checked when a Runner loads an export).
+constexpr double kDefaultFocalRatio = 1.145;
+
 struct Camera {
   double fx = 0, fy = 0, cx = 0, cy = 0;
   int width = 0, height = 0;
-  // fx = fy = 1.145 * max(W, H), principal point at the centre (Human3.6M-like default).
+  // fx = fy = kDefaultFocalRatio * max(W, H), principal point at the centre (Human3.6M-like).
   static Camera default_for(int width, int height);
   std::array<float, 4> normalized() const;   // [fx, fy, cx, cy] in normalised screen units
 };
