@@ -12,20 +12,7 @@ from helpers import (  # noqa: F401
     noisy_hypotheses,
     video_keypoints,
 )
-from kernel_common import (  # noqa: F401
-    DEVICE,
-    FP16_VS_TORCH,
-    SAMPLE_TOL,
-    STPG_TOL,
-    TOL,
-    _block_args,
-    _frame_inputs,
-    check_close,
-    gin_on,
-    needs_cuda,
-    perturbed_block,
-    perturbed_model,
-)
+from kernel_common import DEVICE, FP16_VS_TORCH, TOL, _block_args, check_close, perturbed_block
 
 from kernels.denoiser_block import block_constants, block_settings, denoiser_block, pack_block_params
 

@@ -11,20 +11,7 @@ from helpers import (  # noqa: F401
     noisy_hypotheses,
     video_keypoints,
 )
-from kernel_common import (  # noqa: F401
-    DEVICE,
-    FP16_VS_TORCH,
-    SAMPLE_TOL,
-    STPG_TOL,
-    TOL,
-    _block_args,
-    _frame_inputs,
-    check_close,
-    gin_on,
-    needs_cuda,
-    perturbed_block,
-    perturbed_model,
-)
+from kernel_common import DEVICE, TOL, check_close, perturbed_model
 
 from kernels.denoiser_step import denoiser_step, pack_denoiser
 

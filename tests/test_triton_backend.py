@@ -14,20 +14,7 @@ from helpers import (  # noqa: F401
     noisy_hypotheses,
     video_keypoints,
 )
-from kernel_common import (  # noqa: F401
-    DEVICE,
-    FP16_VS_TORCH,
-    SAMPLE_TOL,
-    STPG_TOL,
-    TOL,
-    _block_args,
-    _frame_inputs,
-    check_close,
-    gin_on,
-    needs_cuda,
-    perturbed_block,
-    perturbed_model,
-)
+from kernel_common import DEVICE, SAMPLE_TOL, _frame_inputs, check_close, needs_cuda, perturbed_model
 
 from engine.backends import BackendUnavailable, make_backend
 from engine.config import GuidanceConfig
