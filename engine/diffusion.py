@@ -36,10 +36,11 @@ def q_sample(x0: torch.Tensor, eps: torch.Tensor, mu: torch.Tensor, alpha: torch
 
 
 def predict_x0(xk: torch.Tensor, eps: torch.Tensor, mu: torch.Tensor, alpha: float) -> torch.Tensor:
-    """Eq. 8 / Algorithm 1 line 4."""
+    """Eq. 8 / Algorithm 1 line 4. Plain arithmetic: tensors or numpy arrays; ``alpha`` a number or
+    a tensor that broadcasts."""
     return mu + (xk - mu - (1 - alpha) ** 0.5 * eps) / alpha ** 0.5
 
 
 def ddim_next(x0: torch.Tensor, eps: torch.Tensor, mu: torch.Tensor, alpha_next: float) -> torch.Tensor:
-    """Algorithm 1 line 5 (with mu, see module docstring)."""
+    """Algorithm 1 line 5 (with mu, see module docstring); tensors or numpy arrays, like :func:`predict_x0`."""
     return mu + alpha_next ** 0.5 * (x0 - mu) + (1 - alpha_next) ** 0.5 * eps

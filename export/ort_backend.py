@@ -20,7 +20,7 @@ import torch
 
 from engine.backends import BackendUnavailable
 from engine.config import GuidanceConfig
-from engine.diffusion import ddim_timesteps
+from engine.diffusion import ddim_next, ddim_timesteps, predict_x0
 from engine.guidance import GuidanceInputs
 from engine.model import StarPose
 
@@ -146,11 +146,11 @@ class OrtBackend:
             pose = init_r + scale * x                                       # (B, N, J, 3)
             eps = self._run("denoiser", {"pose_k": pose.reshape(b * n, j, 3), "cond": cond_r,
                                          "k": np.full((b * n,), k, np.int64)})[0].reshape(b, n, j, 3)
-            x0 = mu + (x - mu - (1 - a_k) ** 0.5 * eps) / a_k ** 0.5         # Eq. 8
+            x0 = predict_x0(x, eps, mu, a_k)                                # Eq. 8
             if use_guidance:
                 stpg_feed["h"] = init_r + scale * x0
                 g = self._run("stpg_grad", stpg_feed)[0]
-            x = mu + a_next ** 0.5 * (x0 - mu) + (1 - a_next) ** 0.5 * eps     # Algorithm 1 line 5
+            x = ddim_next(x0, eps, mu, a_next)                              # Algorithm 1 line 5
             if use_guidance:
                 step = guidance.rho * g                                     # guidance_step: trust region
                 norm = np.sqrt((step * step).sum(-1, keepdims=True))

@@ -56,7 +56,7 @@ def diffusion_loss(eps_hat: torch.Tensor, eps: torch.Tensor, x_k: torch.Tensor, 
     loss = l_diff
     if gin is not None and any(lam > 0 for lam in lambdas):
         # h_0|k from Eq. 8 with the predicted noise, back to metres
-        x0 = mu + (x_k - mu - (1 - alpha).sqrt() * eps_hat) / alpha.sqrt()
+        x0 = predict_x0(x_k, eps_hat, mu, alpha)
         h0 = init3d + scale * x0
         h0 = h0 - h0[:, :1]
         t = stpg_terms(h0[:, None], gin, terms)

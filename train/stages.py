@@ -235,7 +235,7 @@ class DiffusionTrainable(nn.Module):
         weight = torch.where(mix.to(dev), ((1 - a) / a).reshape(B), torch.ones(B, device=dev))
         loss, logs = diffusion_loss(eps_hat, target, x_k, mu, a, init_t, scale, gin, m.terms, lambdas, weight)
         with torch.no_grad():
-            x0_hat = mu + (x_k - mu - (1 - a).sqrt() * eps_hat) / a.sqrt()
+            x0_hat = predict_x0(x_k, eps_hat, mu, a)
             logs["x0_mm"] = 1000 * scale * torch.linalg.vector_norm(x0_hat - x0, dim=-1).mean().item()
             logs["init_mm"] = 1000 * torch.linalg.vector_norm(init_t - gt_t, dim=-1).mean().item()
         return loss, logs
