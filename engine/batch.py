@@ -13,9 +13,9 @@ Clips are processed one after another; each output is written atomically when it
 so after Ctrl-C the finished outputs are complete and the clip in progress left no file.
 
 Memory for long clips (measured, ``/usr/bin/time -f %M`` on ``python -m engine.run`` with 1,000
-and 20,000 frames of the walking example tiled, shipped model): peak RSS grows by about 2.3 KB per
-frame on the torch backend and 2.7 KB on cpp, above a ~260-310 MB base (an hour at 50 Hz: about
-0.45 GB more). What holds it: the clip's input and its filled float copy, the per-frame outputs
+and 20,000 frames of the walking example tiled, shipped model): peak RSS grows by about 2.0 KB per
+frame on the torch backend and 1.9 KB on cpp, above a ~260-310 MB base (an hour at 50 Hz: about
+0.35 GB more). What holds it: the clip's input and its filled float copy, the per-frame outputs
 (poses, spread, initial estimate, the person-view rotations) in the pipeline and again in the
 returned arrays, and the written arrays (``poses_3d``, ``poses_3d_std``, ``root_trajectory``,
 ``keypoints_2d``: 0.5 KB per frame). The focal-length estimate (at most 2,000 sampled frames) and

@@ -1,7 +1,9 @@
 // engine._ortrunner: pybind11 binding of starpose::Runner (private; use engine.cpp_backend).
-// Each function validates its Python arguments, copies them into C++ buffers, releases the GIL
-// and dispatches to the runner. starpose::InputError -> ValueError, starpose::Error ->
-// engine._ortrunner.RunnerError (a RuntimeError); nothing a caller passes can crash the process.
+// Each function validates its Python arguments, copies them into C++ buffers (so another thread
+// cannot change them mid-lift), releases the GIL and dispatches to the runner; results come back
+// as numpy arrays that own the runner's buffers (no copy). starpose::InputError -> ValueError,
+// starpose::Error -> engine._ortrunner.RunnerError (a RuntimeError); nothing a caller passes can
+// crash the process.
 #include <pybind11/functional.h>
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -37,6 +39,13 @@ FloatArray as_float_array(const py::handle& obj, const std::string& what) {
   FloatArray a = FloatArray::ensure(obj);   // converts lists and other dtypes; null when impossible
   if (!a) throw InputError(what + " must be convertible to a float32 array");
   return a;
+}
+
+// A float32 numpy array of `shape` that takes over `data` (freed when the array is).
+py::array_t<float> owning_array(std::vector<float>&& data, std::vector<py::ssize_t> shape) {
+  auto* owned = new std::vector<float>(std::move(data));
+  py::capsule owner(owned, [](void* p) { delete static_cast<std::vector<float>*>(p); });
+  return py::array_t<float>(shape, owned->data(), owner);
 }
 
 PyVideo convert_video(const py::handle& item, size_t index, int J) {
@@ -182,18 +191,11 @@ py::object lift(const starpose::Runner& runner, const py::sequence& videos, uint
     out = runner.lift(views, st, cb, profile ? &stats : nullptr);
   }
   py::list results;
-  for (auto& o : out) {
-    const py::ssize_t T = o.frames;
-    py::array_t<float> poses({T, static_cast<py::ssize_t>(J), py::ssize_t(3)});
-    py::array_t<float> spread({T, static_cast<py::ssize_t>(J)});
-    py::array_t<float> initial({T, static_cast<py::ssize_t>(J), py::ssize_t(3)});
-    std::copy(o.poses.begin(), o.poses.end(), poses.mutable_data());
-    std::vector<float>().swap(o.poses);          // free each C++ copy once it is in numpy (peak memory)
-    std::copy(o.spread.begin(), o.spread.end(), spread.mutable_data());
-    std::vector<float>().swap(o.spread);
-    std::copy(o.initial.begin(), o.initial.end(), initial.mutable_data());
-    std::vector<float>().swap(o.initial);
-    results.append(py::make_tuple(poses, spread, initial));
+  for (auto& o : out) {   // numpy arrays that own the runner's result buffers (no copy)
+    const py::ssize_t T = o.frames, Jn = static_cast<py::ssize_t>(J);
+    results.append(py::make_tuple(owning_array(std::move(o.poses), {T, Jn, py::ssize_t(3)}),
+                                  owning_array(std::move(o.spread), {T, Jn}),
+                                  owning_array(std::move(o.initial), {T, Jn, py::ssize_t(3)})));
   }
   if (!profile) return std::move(results);
   py::dict d;
