@@ -195,11 +195,7 @@ def lift_keypoints(lifter, kp: np.ndarray, intr: Intrinsics, intrinsics_given: b
     src_fps = fps if fps is not None else model_fps
     resampled = abs(src_fps - model_fps) > 1e-6 * model_fps
     kp_model = resample(kp, src_fps, model_fps) if resampled else kp
-    xy_n = normalize_screen(kp_model[..., :2].astype(np.float64), float(intr.width), float(intr.height))
-    if not np.all(np.abs(xy_n) <= MAX_NORMALIZED):
-        raise InputError(f"keypoints lie hundreds of image widths outside the {intr.width}x{intr.height} image "
-                         "(wrong --image-size, or coordinates not in pixels?)")
-    video = VideoInput.from_pixels(kp_model, intr)
+    video = VideoInput.from_pixels(kp_model, intr)        # refuses coordinates far outside the image
     result = lifter.lift([video], seed=seed, progress=progress, encoder_only=encoder_only)[0]
     poses, spread = result.poses, result.spread
     if resampled:

@@ -66,8 +66,6 @@ def expand_inputs(items: list[str | Path]) -> tuple[list[Path], bool]:
             batch = True
         else:
             clips.append(p)
-    for c in clips:
-        check_input_path(c)
     seen, unique = set(), []
     for c in clips:
         key = c.resolve()

@@ -72,12 +72,17 @@ class VideoInput:
         kp = torch.as_tensor(arr)
         conf = kp[..., 2].clamp(0, 1) if kp.shape[-1] == 3 else torch.ones(kp.shape[:-1])
         xy = normalize_screen(kp[..., :2], float(intrinsics.width), float(intrinsics.height))
-        bad = ~torch.isfinite(kp).all(-1) | (xy.abs() > MAX_NORMALIZED).any(-1)          # (T, J)
-        if bad.any():
-            t, j = (int(v) for v in bad.nonzero()[0])
-            raise InputError(f"keypoints: {int(bad.sum())} joint(s) with NaN, inf or coordinates far outside the "
-                             f"image, first at frame {t}, joint {j}; fill missing joints first "
-                             "(engine.api.StarPoseLifter does)")
+        broken = ~torch.isfinite(kp).all(-1)                                            # (T, J)
+        far = ~broken & (xy.abs() > MAX_NORMALIZED).any(-1)                              # (T, J)
+        if broken.any():
+            t, j = (int(v) for v in broken.nonzero()[0])
+            raise InputError(f"keypoints: {int(broken.sum())} joint(s) with NaN or inf, first at frame {t}, joint "
+                             f"{j}; fill missing joints first (engine.api.StarPoseLifter does)")
+        if far.any():
+            t, j = (int(v) for v in far.nonzero()[0])
+            raise InputError(f"keypoints: {int(far.sum())} joint(s) lie hundreds of image widths outside the "
+                             f"{intrinsics.width}x{intrinsics.height} image, first at frame {t}, joint {j} (wrong "
+                             "--image-size, or coordinates not in pixels?)")
         return cls(xy, conf, torch.from_numpy(intrinsics.normalized()))
 
     @property

@@ -223,15 +223,12 @@ def _run(args, written: list[Path]) -> int:
     from .api import StarPoseLifter
     from .batch import expand_inputs
 
-    t_start = time.perf_counter()
     exports = _check_args(args)
     torch.set_num_threads(args.threads)
     sampler = {"hypotheses": args.hypotheses, "steps": args.steps, "aggregation": args.aggregation,
                "guidance": False if args.no_guidance else None, "guidance_mode": args.guidance_mode, "rho": args.rho}
     api = StarPoseLifter(args.checkpoint, args.device, args.backend, seed=args.seed,
                          **{k: v for k, v in sampler.items() if v is not None})
-    args.setup_s = time.perf_counter() - t_start       # model load and backend set-up, export included
-    args.backend_s = api.setup_s["backend"]
     clips, batch = expand_inputs(args.input)
     if not batch:
         _lift_clip(args, api, clips[0], False, exports, written)
@@ -320,9 +317,9 @@ def _lift_clip(args, api, clip: Path, batch: bool, exports: list[str], written: 
             d = lifter.cfg.diffusion
             how = "context encoder only" if args.encoder_only else f"{d.hypotheses} hypotheses x {d.sample_steps} steps"
             acc = "" if gt is None else f"; MPJPE vs gt_poses_3d in the input: {meta['gt_mpjpe_mm']:.1f} mm"
-            if getattr(args, "backend_s", 0.0) > 5.0 and not written[:-1]:     # a first-call export happened
-                acc += (f"; set-up before lifting took {args.setup_s:.1f} s (ONNX export, cached for the next "
-                        "runs)")
+            if api.setup_s["backend"] > 5.0 and not written[:-1]:     # a first-call export happened
+                acc += (f"; set-up before lifting took {sum(api.setup_s.values()):.1f} s (ONNX export, cached "
+                        "for the next runs)")
             print(f"lifted {n} frames in {dt:.2f} s ({n / dt:.1f} frames/s, backend {args.backend}, {how}) -> {out}"
                   f"{acc}", file=sys.stderr)
         print(out)

@@ -118,8 +118,7 @@ def numbers_array(value, name: str) -> np.ndarray:
             arr = arr.astype(np.float64)
         except (ValueError, TypeError):
             raise InputError(f"{name} must be a rectangular array of numbers") from None
-    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
-            or arr.dtype == np.bool_) or arr.dtype == np.bool_:
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
         raise InputError(f"{name} must hold real numbers, got dtype {arr.dtype}")
     return arr
 
