@@ -19,6 +19,7 @@ Output: a markdown table on stdout and with --record, one JSON record appended t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import sys
@@ -27,11 +28,11 @@ from pathlib import Path
 
 import torch
 
-from engine.backends import BackendUnavailable, make_backend
-from engine.checkpoint import load_checkpoint
-from engine.config import StarPoseConfig
-from engine.model import StarPose
-from engine.pipeline import Lifter
+from engine.core.backend import BackendUnavailable, backend_class, make_backend
+from engine.core.checkpoint import load_checkpoint
+from engine.core.config import StarPoseConfig
+from engine.core.model import StarPose
+from engine.core.pipeline import Lifter
 
 from .common import append_record, git_revision, hardware, versions
 from .fps import make_videos
@@ -56,17 +57,14 @@ def load_model(preset: str, checkpoint: str | None) -> tuple[StarPose, str]:
 def make_runner(name: str, model: StarPose, threads: int):
     """(label, backend, setup seconds); torch rows differ only in torch's thread count."""
     t0 = time.perf_counter()
-    if name.startswith("torch"):
-        backend = make_backend("torch", model)
-    elif name == "onnx":
-        from export.ort_backend import OrtBackend
-        backend = OrtBackend(model, threads=threads)
-    elif name == "cpp":
-        from engine.cpp_backend import CppBackend
-        backend = CppBackend(model, threads=threads)
-    else:
-        backend = make_backend(name, model)
+    kind = "torch" if name.startswith("torch") else name
+    options = {"threads": threads} if "threads" in _option_names(kind) else {}
+    backend = make_backend(kind, model, **options)
     return backend, time.perf_counter() - t0
+
+
+def _option_names(name: str) -> set[str]:
+    return {f.name for f in dataclasses.fields(backend_class(name).Options)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,8 +4,8 @@
     TRITON_INTERPRET=1 pytest bench/bench_kernels.py --benchmark-disable   # CPU smoke run, once each
 
 Ops (shapes from the presets, B x N hypotheses of J = 17 joints):
-- ``block``: one GCN-Attention block (kernels.denoiser_block vs engine.denoiser.GCNAttentionBlock);
-- ``stpg``: the STPG gradient of all hypotheses (kernels.stpg_grad vs engine.guidance.stpg_grad);
+- ``block``: one GCN-Attention block (kernels.denoiser_block vs engine.core.denoiser.GCNAttentionBlock);
+- ``stpg``: the STPG gradient of all hypotheses (kernels.stpg_grad vs engine.core.guidance.stpg_grad);
 - ``sample``: one frame's reverse process, S DDIM steps with STPG (TritonBackend.sample, CUDA
   graph replay on a GPU, vs TorchBackend.sample).
 Providers: ``torch`` (eager), ``compile`` (torch.compile of the eager module / function; CUDA
@@ -29,10 +29,10 @@ import pytest
 import torch
 
 from bench.common import frame_inputs, git_revision, hardware, versions
-from engine.config import StarPoseConfig
-from engine.model import StarPose
-from engine.pipeline import TorchBackend
-from engine.sampler import sample_frame
+from engine.core.config import StarPoseConfig
+from engine.core.model import StarPose
+from engine.core.sampler import sample_frame
+from engine.core.torch_backend import TorchBackend
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 CUDA = torch.cuda.is_available() and not INTERPRET
@@ -175,7 +175,7 @@ def test_stpg(benchmark, provider, preset, videos):
         skel = {k: v.to(DEVICE) for k, v in skeleton_indices(model.terms).items()}
         fn = lambda: stpg_grad(h, gin, skel, cfg.guidance)                          # noqa: E731
     else:
-        from engine.guidance import stpg_grad as ref
+        from engine.core.guidance import stpg_grad as ref
         f = torch.compile(ref) if provider == "compile" else ref
         fn = lambda: f(h, gin, model.terms, cfg.guidance)                          # noqa: E731
     benchmark(_timed(fn))

@@ -83,8 +83,8 @@ def append_record(name: str, record: dict) -> Path:
 
 def frame_inputs(model, videos: int, device: str, seed: int = 0):
     """One frame of the sampler: cond (B, J, D), init3d (B, J, 3), x_K (B, N, J, 3), GuidanceInputs."""
-    from engine.guidance import GuidanceInputs
-    from engine.sampler import initial_noise
+    from engine.core.guidance import GuidanceInputs
+    from engine.core.sampler import initial_noise
     J = model.num_joints
     g = torch.Generator().manual_seed(seed)
     cfg = model.cfg

@@ -23,12 +23,12 @@ import sys
 import numpy as np
 import torch
 
-from engine.backends import BackendUnavailable, make_backend
-from engine.camera import Intrinsics
-from engine.config import StarPoseConfig
-from engine.gmm import GMMParams
-from engine.model import StarPose
-from engine.pipeline import Lifter, VideoInput
+from engine.core.backend import BackendUnavailable, make_backend
+from engine.core.camera import Intrinsics
+from engine.core.config import StarPoseConfig
+from engine.core.gmm import GMMParams
+from engine.core.model import StarPose
+from engine.core.pipeline import Lifter, VideoInput
 
 from .common import append_record, count_flops, git_revision, hardware, time_runs, versions
 

@@ -160,8 +160,8 @@ def subprocess_env() -> dict[str, str]:
 
 def build_model(preset: str, device: str):
     """A StarPose of ``preset`` with seeded random weights (speed does not depend on them)."""
-    from engine.config import StarPoseConfig
-    from engine.model import StarPose
+    from engine.core.config import StarPoseConfig
+    from engine.core.model import StarPose
     torch.manual_seed(0)
     return StarPose(StarPoseConfig.from_name(preset)).eval().to(device)
 
@@ -194,7 +194,7 @@ def frames_close(got: np.ndarray, want: np.ndarray) -> str | None:
 def make_backend_on(name: str, model, run: Run):
     """The backend ``name`` on the run's device; for the exported backends also check that ONNX
     Runtime really uses CUDA (it falls back to CPU silently)."""
-    from engine.backends import make_backend
+    from engine.core.backend import make_backend
     backend = make_backend(name, model, run.device)
     providers = getattr(backend, "providers", None)
     if run.cuda and providers is not None and providers[0] != "CUDAExecutionProvider":
@@ -232,7 +232,7 @@ def section_environment(run: Run) -> None:
                             "the gpu extra installs onnxruntime-gpu")
     except ImportError as e:
         run.unavailable("onnxruntime CUDA provider", one_line(e))
-    from engine import cpp_backend
+    from export import cpp_backend
     reason = cpp_backend.unavailable_reason()
     env["cpp_runner"] = reason or "available"
     if reason is None:
@@ -341,7 +341,7 @@ def parse_junit(path: Path) -> dict[str, dict[str, str]]:
 
 
 def section_golden(run: Run) -> None:
-    from engine.pipeline import Lifter
+    from engine.core.pipeline import Lifter
     from export.golden import load_golden
     report = {}
     for name in run.plan.golden_backends:
@@ -410,7 +410,7 @@ def section_cuda_graphs(run: Run) -> None:
 
 
 def section_e2e(run: Run) -> None:
-    from engine.backends import BackendUnavailable
+    from engine.core.backend import BackendUnavailable
     rows = []
     for preset in run.plan.presets:
         for name in run.plan.backends:
@@ -434,7 +434,7 @@ def section_e2e(run: Run) -> None:
 def lift_fps(run: Run, preset: str, name: str) -> dict:
     """Frames/s of Lifter.lift with backend ``name``: one video, then the plan's batch of videos,
     after a warm-up of 30 frames at both batch sizes (CUDA-graph capture, ORT arenas)."""
-    from engine.pipeline import Lifter
+    from engine.core.pipeline import Lifter
 
     from .fps import make_videos
     model = build_model(preset, run.device)
@@ -508,9 +508,9 @@ def kernel_ops(model, videos: int, run: Run) -> dict[str, Callable[[bool], tuple
     error stays in its op; providers torch (eager), compile (torch.compile), triton."""
     import copy
 
-    from engine.guidance import stpg_grad as stpg_ref
-    from engine.pipeline import TorchBackend
-    from engine.sampler import sample_frame
+    from engine.core.guidance import stpg_grad as stpg_ref
+    from engine.core.sampler import sample_frame
+    from engine.core.torch_backend import TorchBackend
     from kernels.backend import TritonBackend
     from kernels.denoiser_block import block_constants, denoiser_block, pack_block_params
     from kernels.denoiser_step import denoiser_step, pack_denoiser

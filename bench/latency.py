@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.camera import Intrinsics
-from engine.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
-from engine.pipeline import Lifter, StreamingLifter
+from engine.core.camera import Intrinsics
+from engine.core.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+from engine.core.pipeline import Lifter, StreamingLifter
 
 from .common import append_record, git_revision, hardware, versions
 

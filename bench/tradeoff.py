@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
-from engine.metrics import mpjpe
-from engine.pipeline import Lifter, VideoInput
+from engine.core.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+from engine.core.metrics import mpjpe
+from engine.core.pipeline import Lifter, VideoInput
 
 from .common import RESULTS, append_record, git_revision, hardware, versions
 

@@ -58,8 +58,8 @@ assert np.abs(poses[:, 0]).max() == 0.0, "root joint must be the origin"
 msg = f"ok: poses {poses.shape} mm, |p| max {np.abs(poses).max():.1f} mm"
 try:   # same input through the Python binding: checks the example's pixel normalisation
     from engine import cpp_backend
-    from engine.camera import Intrinsics
-    from engine.pipeline import VideoInput
+    from engine.core.camera import Intrinsics
+    from engine.core.pipeline import VideoInput
     if cpp_backend.available():
         cpp_backend.load_onnxruntime()
         v = VideoInput.from_pixels(kp, Intrinsics(1145.0, 1145.0, 500.0, 500.0, 1000, 1000))

@@ -1,4 +1,4 @@
-"""Type stub of the compiled C++ runner (csrc/python/ortrunner_module.cpp); use engine.cpp_backend."""
+"""Type stub of the compiled C++ runner (csrc/python/ortrunner_module.cpp); use export.cpp_backend."""
 from collections.abc import Callable, Sequence
 from typing import Any
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.skeleton import H36M17
+from engine.core.skeleton import H36M17
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cmu_h36m17"

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.camera import Intrinsics
-from engine.skeleton import H36M17
+from engine.core.camera import Intrinsics
+from engine.core.skeleton import H36M17
 
 # bone lengths (m) per child joint of H36M17 (index = child)
 _LENGTH = {1: 0.13, 2: 0.44, 3: 0.44, 4: 0.13, 5: 0.44, 6: 0.44, 7: 0.23, 8: 0.26, 9: 0.11, 10: 0.12,

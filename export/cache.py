@@ -13,23 +13,22 @@ from pathlib import Path
 
 import torch
 
-from engine.model import StarPose
+from engine.core.model import StarPose
 
 from .onnx import export_model
 from .spec import DEFAULT_OPSET, _onnx
 
-# engine modules that define what the graphs compute (a change to any of them invalidates the cache)
-_GRAPH_SOURCES = ("camera", "config", "context", "denoiser", "diffusion", "gmm", "guidance", "hpim", "input_norm",
-                  "layers", "model", "skeleton")
-_EXPORT_SOURCES = ("graphs", "spec", "onnx")        # and the export code itself
+_EXPORT_SOURCES = ("graphs", "spec", "onnx")        # the export code itself
 
 
 def _source_digest() -> str:
-    """Hash of the sources the graphs come from: a cached export is stale when they change."""
+    """Hash of the sources the graphs come from (every module of engine.core, and the export code):
+    a cached export is stale when any of them changes."""
+    import engine.core
     h = hashlib.sha256()
-    root = Path(__file__).resolve().parents[1]
+    core = sorted(Path(engine.core.__file__).resolve().parent.glob("*.py"))
     here = Path(__file__).resolve().parent
-    for p in [root / "engine" / f"{m}.py" for m in _GRAPH_SOURCES] + [here / f"{m}.py" for m in _EXPORT_SOURCES]:
+    for p in core + [here / f"{m}.py" for m in _EXPORT_SOURCES]:
         h.update(p.name.encode())
         h.update(p.read_bytes())
     return h.hexdigest()

@@ -33,11 +33,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.camera import Intrinsics
-from engine.config import StarPoseConfig
-from engine.gmm import GMMParams
-from engine.model import StarPose
-from engine.pipeline import Lifter, LiftResult, VideoInput
+from engine.core.camera import Intrinsics
+from engine.core.config import StarPoseConfig
+from engine.core.gmm import GMMParams
+from engine.core.model import StarPose
+from engine.core.pipeline import Lifter, LiftResult, VideoInput
 
 from .graphs import standing_pose
 

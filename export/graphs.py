@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-from engine.guidance import GuidanceInputs, stpg_grad
-from engine.model import StarPose
+from engine.core.guidance import GuidanceInputs, stpg_grad
+from engine.core.model import StarPose
 
 GRAPHS = ("context", "condition", "denoiser", "stpg_grad")
 
@@ -43,7 +43,7 @@ class DenoiserGraph(nn.Module):
 
 
 class StpgGradGraph(nn.Module):
-    """engine.guidance.stpg_grad with the four lambdas as a (4,) tensor input."""
+    """engine.core.guidance.stpg_grad with the four lambdas as a (4,) tensor input."""
 
     def __init__(self, model: StarPose):
         super().__init__()

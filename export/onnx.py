@@ -15,12 +15,12 @@ Graphs (float32; ``B``/``W``/``R``/``N`` are dynamic, ``F``, ``L``, ``J``, ``C``
 - ``denoiser.onnx``:  pose_k (R, J, 3), cond (R, J, D), k (R,) int64 -> eps (R, J, 3)
 - ``stpg_grad.onnx``: h (B, N, J, 3), kp2d (B, J, 2), conf (B, J), intr (B, 4),
   hist3d (B, L, J, 3), hist_mask (B, L), lambdas (4,) -> grad (B, N, J, 3): the closed-form
-  gradient :func:`engine.guidance.stpg_grad`. The energy weights are an *input*
+  gradient :func:`engine.core.guidance.stpg_grad`. The energy weights are an *input*
   ``lambdas = [lambda_p, lambda_s, lambda_b, lambda_d]`` (not baked in), so one export serves
   every guidance setting a caller overrides at run time; ``runner.json`` holds the defaults.
 
 Units and normalisation: 2D keypoints and intrinsics are normalised screen units
-(``x / w * 2 - [1, h / w]``, engine/camera.py); 3D poses are metres, root-relative, camera axes
+(``x / w * 2 - [1, h / w]``, engine/core/camera.py); 3D poses are metres, root-relative, camera axes
 (x right, y down, z forward). Every model carries this, the preset, the full config JSON, the
 joint order, the noise schedule, the GMM and the opset in its ``metadata_props``
 (keys ``starpose.*``).
@@ -29,7 +29,7 @@ joint order, the noise schedule, the GMM and the opset in its ``metadata_props``
 the graphs: sizes (J, F, L, N, S, K), the DDIM (k, k_next) pairs, alphas_bar, the GMM (weights,
 means, variances, scale and the mixture mean in float32), guidance defaults, aggregation, the
 skeleton (bones, symmetric bone pairs, joint weights, root) and the numeric constants of
-engine/guidance.py. Numbers are written as the float32 values the torch model holds.
+engine/core/guidance.py. Numbers are written as the float32 values the torch model holds.
 
 Exporter: ``dynamo`` (torch.export, the default and the one torch keeps) or ``legacy``
 (TorchScript, ~20x faster to run, deprecated upstream). Both pass ``onnx.checker`` and match
@@ -56,8 +56,8 @@ from pathlib import Path
 
 import torch
 
-from engine.config import StarPoseConfig
-from engine.model import StarPose
+from engine.core.config import StarPoseConfig
+from engine.core.model import StarPose
 
 from .graphs import _ONNXSCRIPT_OPTIMIZE, _OUTPUTS, _WRAPPERS, GRAPHS, _dynamic_axes, _dynamic_shapes, _example_inputs
 from .spec import DEFAULT_OPSET, ExportError, _metadata, _onnx, runner_spec
@@ -133,7 +133,7 @@ def export_model(model: StarPose, out_dir: str | Path, opset: int = DEFAULT_OPSE
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m export.onnx", description=__doc__.split("\n\n")[0])
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", help="safetensors checkpoint (engine/checkpoint.py)")
+    src.add_argument("--checkpoint", help="safetensors checkpoint (engine/core/checkpoint.py)")
     src.add_argument("--preset", help="build this preset with random weights (tests/CI only)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-verify", action="store_true", help="skip the ORT-vs-torch check after export")
     a = p.parse_args(argv)
 
-    from engine.checkpoint import CheckpointError, load_checkpoint
+    from engine.core.checkpoint import CheckpointError, load_checkpoint
     try:
         if a.checkpoint:
             expect = StarPoseConfig.from_name(a.preset_check) if a.preset_check else None

@@ -1,8 +1,9 @@
-"""ONNX Runtime backend for :class:`engine.pipeline.Lifter` (registered as ``"onnx"``).
+"""ONNX Runtime backend (registered as ``onnx``): an :class:`engine.core.backend.Backend` on the
+exported graphs.
 
-Runs the exported graphs (export/onnx.py) through ONNX Runtime's Python API with the same three
-stages as :class:`engine.pipeline.TorchBackend`: ``context`` and ``condition`` are one session
-call each; ``sample`` is the DDIM loop of engine/sampler.py written in numpy around the
+Runs the exported graphs (export/onnx.py) through ONNX Runtime's Python API, stage by stage:
+``context`` and ``condition`` are one session call each; ``sample`` is the DDIM loop of
+engine/core/sampler.py (its arithmetic from engine.core.diffusion, on numpy arrays) around the
 ``denoiser`` and ``stpg_grad`` sessions (the N hypotheses of all B videos in one denoiser call
 per step). Only guidance mode ``x0`` exists in exported form: mode ``full`` backpropagates
 through the denoiser and runs on the torch backend only.
@@ -13,22 +14,36 @@ silently when CUDA cannot start).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 
-from engine.backends import BackendUnavailable
-from engine.config import GuidanceConfig
-from engine.diffusion import ddim_next, ddim_timesteps, predict_x0
-from engine.guidance import GuidanceInputs
-from engine.model import StarPose
+from engine.core.backend import BackendUnavailable
+from engine.core.config import GuidanceConfig
+from engine.core.diffusion import ddim_next, ddim_timesteps, predict_x0
+from engine.core.guidance import GuidanceInputs
+from engine.core.model import StarPose
 
 from .cache import export_cached
 from .graphs import GRAPHS
 from .spec import ExportError, load_spec
 
-__all__ = ["OrtBackend", "check_guidance_mode"]
+__all__ = ["OrtBackend", "OrtOptions", "check_guidance_mode"]
+
+
+@dataclass(frozen=True)
+class OrtOptions:
+    """Options of the exported-graph backends (``onnx`` and ``cpp``)."""
+    device: str = "cpu"
+    export_dir: str | None = None     # an export of the model (default: the export cache)
+    threads: int = 1                  # ORT intra-op threads per session
+
+    def __post_init__(self):
+        if not 1 <= self.threads <= 1024:
+            raise ValueError(f"threads must be in [1, 1024], got {self.threads}")
 
 
 def check_guidance_mode(guidance: GuidanceConfig, backend: str) -> None:
@@ -61,7 +76,10 @@ class OrtBackend:
         threads: ORT intra-op threads per session (default 1: these graphs are small, and on a
             shared 2-core machine a spinning thread pool is several times slower than one thread).
     """
-    name = "onnx"
+    name: ClassVar[str] = "onnx"
+    Options: ClassVar[type] = OrtOptions
+    whole_loop: ClassVar[bool] = False
+    batch_invariant: ClassVar[bool] = False
 
     def __init__(self, model: StarPose, device: str | torch.device = "cpu", export_dir: str | Path | None = None,
                  threads: int = 1):
@@ -110,7 +128,7 @@ class OrtBackend:
     def _out(self, x: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(x).to(self.device)
 
-    # -- the three stages of engine.pipeline.TorchBackend ------------------------------------------
+    # -- the three stages of engine.core.backend.Backend ----------------------------------------
     def context(self, kp_windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(W, F, J, 2) -> f_2D (W, F, J, C), init3d (W, F, J, 3)."""
         f2d, init3d = self._run("context", {"kp": self._np(kp_windows)})
@@ -128,7 +146,8 @@ class OrtBackend:
 
     def sample(self, cond: torch.Tensor, init3d: torch.Tensor, x_k: torch.Tensor, steps: int,
                guidance: GuidanceConfig, gin: GuidanceInputs | None) -> torch.Tensor:
-        """engine.sampler.sample_frame on ORT: cond (B, J, D), init3d (B, J, 3), x_k (B, N, J, 3) -> (B, N, J, 3)."""
+        """engine.core.sampler.sample_frame on ORT: cond (B, J, D), init3d (B, J, 3), x_k (B, N, J, 3)
+        -> (B, N, J, 3)."""
         check_guidance_mode(guidance, self.name)
         b, n, j, _ = x_k.shape
         use_guidance = guidance.enabled and gin is not None and guidance.rho > 0

@@ -8,20 +8,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.camera import H36M_FOCAL_RATIO, ROOT_SOLVE_EPS
-from engine.diffusion import ddim_timesteps
-from engine.guidance import EPS_LEN, EPS_PIX, MIN_DEPTH
-from engine.model import StarPose
+from engine.core.camera import H36M_FOCAL_RATIO, ROOT_SOLVE_EPS
+from engine.core.diffusion import ddim_timesteps
+from engine.core.guidance import EPS_LEN, EPS_PIX, MIN_DEPTH
+from engine.core.model import StarPose
 
 from .graphs import _OUTPUTS, GRAPHS
 
 RUNNER_FORMAT = "starpose-runner-v1"
 DEFAULT_OPSET = 20
-# diagonal loading of the 3x3 root solve, as engine.guidance calls it (the function's default)
+# diagonal loading of the 3x3 root solve, as engine.core.guidance calls it (the function's default)
 UNITS = ("2D keypoints and intrinsics: normalised screen units; 3D poses: metres, root-relative, "
          "camera axes x right, y down, z forward")
 NORMALISATION = ("x_n = x_px / width * 2 - [1, height / width]; intrinsics [fx, fy, cx, cy] map the "
-                 "same way (f_n = f / width * 2, c_n = normalise(c)); see engine/camera.py")
+                 "same way (f_n = f / width * 2, c_n = normalise(c)); see engine/core/camera.py")
 
 
 class ExportError(RuntimeError):

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.model import StarPose
+from engine.core.model import StarPose
 
 from .graphs import _WRAPPERS, GRAPHS, _example_inputs
 from .spec import ExportError

@@ -208,20 +208,20 @@ class Case:
 
 
 def _model(preset: str):
-    from engine.config import StarPoseConfig
-    from engine.model import StarPose
+    from engine.core.config import StarPoseConfig
+    from engine.core.model import StarPose
     torch.manual_seed(0)
     return StarPose(StarPoseConfig.from_name(preset)).eval()
 
 
 def _gin(videos: int, history: int):
-    from engine.guidance import GuidanceInputs
+    from engine.core.guidance import GuidanceInputs
     return GuidanceInputs(torch.zeros(videos, J, 2), torch.ones(videos, J), torch.ones(videos, 4),
                           torch.zeros(videos, history, J, 3), torch.ones(videos, history))
 
 
 def _backend_sample(model, dtype: torch.dtype, videos: int, guided: bool) -> torch.Tensor:
-    """TritonBackend.sample as engine.pipeline.Lifter calls it (CUDA-graph capture runs the same launches)."""
+    """TritonBackend.sample as engine.core.pipeline.Lifter calls it (CUDA-graph capture runs the same launches)."""
     from .backend import TritonBackend
     cfg = model.cfg
     be = TritonBackend(model, "cpu", dtype=dtype, cuda_graphs=False)
@@ -233,8 +233,8 @@ def _backend_sample(model, dtype: torch.dtype, videos: int, guided: bool) -> tor
 
 def _block(dim: int, heads: int, rows: int, dtype: torch.dtype, rows_per_program: int = 3,
            shared_temb: bool = True, transposed: bool = False) -> torch.Tensor:
-    from engine.denoiser import GCNAttentionBlock
-    from engine.skeleton import H36M17
+    from engine.core.denoiser import GCNAttentionBlock
+    from engine.core.skeleton import H36M17
 
     from .denoiser_block import block_constants, denoiser_block, pack_block_params
     blk = GCNAttentionBlock(dim, heads, torch.from_numpy(H36M17.adjacency()))
@@ -246,9 +246,9 @@ def _block(dim: int, heads: int, rows: int, dtype: torch.dtype, rows_per_program
 
 
 def _stpg(videos: int, hyps: int, history: int) -> torch.Tensor:
-    from engine.config import GuidanceConfig
-    from engine.guidance import SkeletonTerms
-    from engine.skeleton import H36M17
+    from engine.core.config import GuidanceConfig
+    from engine.core.guidance import SkeletonTerms
+    from engine.core.skeleton import H36M17
 
     from .stpg_grad import skeleton_indices, stpg_grad
     skel = skeleton_indices(SkeletonTerms(H36M17))
@@ -264,9 +264,9 @@ def _denoiser_step(model, videos: int, hyps: int, dtype: torch.dtype) -> torch.T
 
 
 def _ddim_update(history: int, guided: bool) -> torch.Tensor:
-    from engine.config import GuidanceConfig
-    from engine.guidance import SkeletonTerms
-    from engine.skeleton import H36M17
+    from engine.core.config import GuidanceConfig
+    from engine.core.guidance import SkeletonTerms
+    from engine.core.skeleton import H36M17
 
     from .ddim_update import ddim_update
     from .stpg_grad import skeleton_indices

@@ -1,8 +1,7 @@
 """Triton execution backend: the DDIM loop of every frame on fused kernels.
 
-``TritonBackend(model, device)`` has the interface of :class:`engine.pipeline.TorchBackend`
-(``context``, ``condition``, ``sample``) and is registered as ``"triton"`` in
-:mod:`engine.backends`. ``context`` and ``condition`` stay eager PyTorch (once per window / once
+:class:`TritonBackend` implements :class:`engine.core.backend.Backend` and is registered as
+``triton`` (entry point in pyproject.toml). ``context`` and ``condition`` stay eager PyTorch (once per window / once
 per frame); ``sample`` runs the S DDIM steps with two launches per step:
 
 - :func:`kernels.denoiser_step.denoiser_step`: the whole denoiser for all B x N hypotheses;
@@ -10,7 +9,7 @@ per frame); ``sample`` runs the S DDIM steps with two launches per step:
   trust-region guidance step and the DDIM next state.
 
 Guidance mode ``full`` (gradient through the denoiser by autograd, exactly Eq. 9) is not fused:
-``sample`` then runs the eager reference :func:`engine.sampler.sample_frame` and warns once.
+``sample`` then runs the eager reference :func:`engine.core.sampler.sample_frame` and warns once.
 
 On CUDA the whole per-frame loop (all S steps, 2 S launches and the final root-centring) is
 captured once per (batch size, N, S, guidance settings) in a ``torch.cuda.CUDAGraph`` and
@@ -20,7 +19,7 @@ the result is a fresh tensor.
 
 Where it runs: a CUDA device, or the CPU under ``TRITON_INTERPRET=1`` (set before ``kernels``
 is imported; ~1000x slower than eager, for tests only). Anything else raises
-:class:`engine.backends.BackendUnavailable` with a one-line reason.
+:class:`engine.core.backend.BackendUnavailable` with a one-line reason.
 
 The weights, the GMM mean / scale and the schedule are snapshotted at construction (and by
 :meth:`TritonBackend.refresh`): build the backend after loading a checkpoint or fitting the GMM.
@@ -28,14 +27,16 @@ The weights, the GMM mean / scale and the schedule are snapshotted at constructi
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
-from engine.backends import BackendUnavailable
-from engine.diffusion import ddim_timesteps
-from engine.guidance import GuidanceInputs
-from engine.pipeline import TorchBackend
-from engine.sampler import sample_frame
+from engine.core.backend import BackendUnavailable
+from engine.core.diffusion import ddim_timesteps
+from engine.core.guidance import GuidanceInputs
+from engine.core.sampler import sample_frame
+from engine.core.torch_backend import TorchBackend
 
 from ._utils import INTERPRET
 from .ddim_update import ddim_update
@@ -56,27 +57,50 @@ def _check_runnable(device: torch.device) -> None:
         raise BackendUnavailable("backend 'triton' needs a CUDA GPU, but torch.cuda.is_available() is False")
 
 
+DTYPES = {"float32": torch.float32, "float16": torch.float16}
+ROWS_PER_PROGRAM = (1, 3, 7)
+
+
+@dataclass(frozen=True)
+class TritonOptions:
+    device: str = "cuda"
+    dtype: str = "float32"            # storage of the denoiser block weights: float32 | float16
+    rows_per_program: int = 3         # hypotheses per denoiser program: 1 | 3 | 7
+    cuda_graphs: bool = True          # capture the per-frame loop in a CUDA graph (CUDA only)
+
+    def __post_init__(self):
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.rows_per_program not in ROWS_PER_PROGRAM:
+            raise ValueError(f"rows_per_program must be one of {ROWS_PER_PROGRAM}, got {self.rows_per_program}")
+
+
 class TritonBackend(TorchBackend):
     """Fused-kernel sampler; context and condition inherited (eager).
 
     Args:
         model: a StarPose model; moved to ``device`` (in place) and put in eval mode.
         device: ``"cuda"`` / ``"cuda:N"``, or ``"cpu"`` under TRITON_INTERPRET=1.
-        dtype: storage of the denoiser block weights, float32 or float16 (fp16 operands for
-            tl.dot, fp32 accumulation; the diffusion state and the guidance stay fp32).
+        dtype: storage of the denoiser block weights, float32 or float16 (a torch dtype or its
+            name; fp16 operands for tl.dot, fp32 accumulation; the diffusion state and the
+            guidance stay fp32).
         rows_per_program: hypotheses per denoiser program (1 / 3 / 7 fill 32 / 64 / 128 rows).
         cuda_graphs: capture the per-frame loop in a CUDA graph (CUDA only).
     """
-    name = "triton"
+    name: ClassVar[str] = "triton"
+    Options: ClassVar[type] = TritonOptions
+    batch_invariant: ClassVar[bool] = False
 
-    def __init__(self, model, device: str | torch.device = "cuda", dtype: torch.dtype = torch.float32,
+    def __init__(self, model, device: str | torch.device = "cuda", dtype: torch.dtype | str = torch.float32,
                  rows_per_program: int = 3, cuda_graphs: bool = True):
+        dtype = DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
         dev = torch.device(device)
         if dev.type == "cuda" and dev.index is None and torch.cuda.is_available():
             dev = torch.device("cuda", torch.cuda.current_device())
         _check_runnable(dev)
         super().__init__(model.to(dev).eval())
         self.device = dev
+        self.providers = ["triton"]
         self.dtype = dtype
         self.rows_per_program = rows_per_program
         self.use_graphs = cuda_graphs and dev.type == "cuda"

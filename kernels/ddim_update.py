@@ -1,9 +1,9 @@
 """One fused DDIM update: x0 prediction, STPG gradient, trust-region step and the DDIM next state.
 
-Eager reference: the body of the step loop of :func:`engine.sampler.sample_frame` in guidance
-mode ``x0`` (imported below as ``reference``), i.e. :func:`engine.diffusion.predict_x0`,
-:func:`engine.guidance.stpg_grad`, :func:`engine.diffusion.ddim_next` and
-:func:`engine.sampler.guidance_step`:
+Eager reference: the body of the step loop of :func:`engine.core.sampler.sample_frame` in guidance
+mode ``x0`` (imported below as ``reference``), i.e. :func:`engine.core.diffusion.predict_x0`,
+:func:`engine.core.guidance.stpg_grad`, :func:`engine.core.diffusion.ddim_next` and
+:func:`engine.core.sampler.guidance_step`:
 
     x0   = mu + (x - mu - sqrt(1 - a_k) eps) / sqrt(a_k)
     h0   = init + scale * x0                          (metres)
@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from engine.sampler import sample_frame as reference  # noqa: F401  (the eager loop this step matches)
+from engine.core.sampler import sample_frame as reference  # noqa: F401  (the eager loop this step matches)
 
 from ._utils import check_device, check_tensor, next_pow2
 from .stpg_grad import guidance_launch_args, stpg_grad_pose
@@ -103,7 +103,7 @@ def ddim_update(x: torch.Tensor, eps: torch.Tensor, mu: torch.Tensor, init3d: to
         init3d: (B, J, 3) fp32 context estimate, metres.
         alpha_k, alpha_next: alpha_bar at k and at the next visited step.
         scale: GMM residual scale (metres per unit of x).
-        guidance: :class:`engine.config.GuidanceConfig`; guided when enabled, rho > 0 and gin given.
+        guidance: :class:`engine.core.config.GuidanceConfig`; guided when enabled, rho > 0 and gin given.
             Mode ``full`` is not fused (it differentiates through the denoiser): ValueError.
         gin, skel: energy conditions and :func:`kernels.stpg_grad.skeleton_indices`.
     Returns:

@@ -1,6 +1,6 @@
 """Fused GCN-Attention block of the denoiser: one launch for the whole block.
 
-Eager reference: :class:`engine.denoiser.GCNAttentionBlock` (imported below as ``reference``),
+Eager reference: :class:`engine.core.denoiser.GCNAttentionBlock` (imported below as ``reference``),
 for x (R, J, D) and temb (R, D):
 
     x = x + Attn(LN1 x)                                    # multi-head self-attention over J joints
@@ -37,7 +37,7 @@ import torch
 import triton
 import triton.language as tl
 
-from engine.denoiser import GCNAttentionBlock as reference  # noqa: F401  (the eager module this matches)
+from engine.core.denoiser import GCNAttentionBlock as reference  # noqa: F401  (the eager module this matches)
 
 from ._utils import (
     FP32_DOT_PRECISION,
@@ -271,7 +271,7 @@ def block_settings(joints: int, dim: int, heads: int, rows_per_program: int = 3,
 def denoiser_block(x: torch.Tensor, temb: torch.Tensor, params: torch.Tensor, adj: torch.Tensor,
                    heads: int, ln_eps: float = 1e-5, rows_per_program: int = 3, block_c: int | None = None,
                    block_hd: int | None = None, block_m: int | None = None) -> torch.Tensor:
-    """Fused :class:`engine.denoiser.GCNAttentionBlock` forward.
+    """Fused :class:`engine.core.denoiser.GCNAttentionBlock` forward.
 
     Args:
         x: (R, J, D) activations, fp32 or fp16 (any strides).

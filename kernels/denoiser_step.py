@@ -1,7 +1,7 @@
 """The whole denoiser D(h_k, cond, k) of one DDIM step in one launch.
 
-Eager reference: :meth:`engine.denoiser.Denoiser.forward` (imported below as ``reference``),
-applied as :func:`engine.sampler.sample_frame` applies it, to pose = init3d + scale * x_k:
+Eager reference: :meth:`engine.core.denoiser.Denoiser.forward` (imported below as ``reference``),
+applied as :func:`engine.core.sampler.sample_frame` applies it, to pose = init3d + scale * x_k:
 
     x   = in_proj(pose) + cond                   (cond already holds the joint embedding)
     x   = block_b(x, temb)  for b = 1 .. blocks  (kernels.denoiser_block.gcn_attention_block)
@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from engine.denoiser import Denoiser as reference  # noqa: F401  (the eager module this matches)
+from engine.core.denoiser import Denoiser as reference  # noqa: F401  (the eager module this matches)
 
 from ._utils import FP32_DOT_PRECISION, check_device, check_tensor, num_warps_for
 from .denoiser_block import (

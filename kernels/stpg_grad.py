@@ -1,11 +1,11 @@
 """STPG energy gradient dE/dh_0|k for all B x N hypotheses in one launch.
 
-Eager reference: :func:`engine.guidance.stpg_grad` (imported below as ``reference``), the closed
+Eager reference: :func:`engine.core.guidance.stpg_grad` (imported below as ``reference``), the closed
 form of the gradient of Eq. 16 with the root translation held fixed. One program per hypothesis
 (b, n) keeps its J joints as three (BLOCK_J,) vectors and computes, in registers:
 
 1. the closed-form root translation T (weighted normal equations, 3x3 adjugate solve with
-   eps = ROOT_SOLVE_EPS on the diagonal: :func:`engine.camera.solve_root_translation`);
+   eps = ROOT_SOLVE_EPS on the diagonal: :func:`engine.core.camera.solve_root_translation`);
 2. the reprojection term (Eq. 10) with confidences and the MIN_DEPTH clamp;
 3. bone vectors and lengths through a one-hot incidence built from (child, parent) index
    vectors, the symmetry term (Eq. 12) through a one-hot (left, right) pair matrix;
@@ -23,9 +23,9 @@ import torch
 import triton
 import triton.language as tl
 
-from engine import guidance as _eager
-from engine.camera import ROOT_SOLVE_EPS
-from engine.guidance import stpg_grad as reference  # noqa: F401  (the eager function this matches)
+from engine.core import guidance as _eager
+from engine.core.camera import ROOT_SOLVE_EPS
+from engine.core.guidance import stpg_grad as reference  # noqa: F401  (the eager function this matches)
 
 from ._utils import check_device, check_pow2, check_tensor, next_pow2
 
@@ -33,7 +33,7 @@ from ._utils import check_device, check_pow2, check_tensor, next_pow2
 EPS_PIX = tl.constexpr(_eager.EPS_PIX)
 EPS_LEN = tl.constexpr(_eager.EPS_LEN)
 MIN_DEPTH = tl.constexpr(_eager.MIN_DEPTH)
-SOLVE_EPS = tl.constexpr(ROOT_SOLVE_EPS)   # engine.camera: added to the 3x3 diagonal of the root solve
+SOLVE_EPS = tl.constexpr(ROOT_SOLVE_EPS)   # engine.core.camera: added to the 3x3 diagonal of the root solve
 
 
 def skeleton_indices(terms: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -252,14 +252,14 @@ def guidance_launch_args(gin, skel: dict[str, torch.Tensor], batch: int, joints:
 
 
 def stpg_grad(h: torch.Tensor, gin, skel: dict[str, torch.Tensor], cfg) -> torch.Tensor:
-    """dE/dh_0|k for every hypothesis, as :func:`engine.guidance.stpg_grad`.
+    """dE/dh_0|k for every hypothesis, as :func:`engine.core.guidance.stpg_grad`.
 
     Args:
         h: (B, N, J, 3) fp32 clean estimates h_0|k, metres, root-relative (any strides).
-        gin: :class:`engine.guidance.GuidanceInputs` (fp32; kp2d (B, J, 2), conf (B, J),
+        gin: :class:`engine.core.guidance.GuidanceInputs` (fp32; kp2d (B, J, 2), conf (B, J),
             intr (B, 4), hist3d (B, L, J, 3), hist_mask (B, L)).
         skel: :func:`skeleton_indices` of the model's SkeletonTerms.
-        cfg: :class:`engine.config.GuidanceConfig` (the four lambdas are used).
+        cfg: :class:`engine.core.config.GuidanceConfig` (the four lambdas are used).
     Returns:
         (B, N, J, 3) fp32 gradient.
     """

@@ -23,13 +23,13 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from engine.camera import Intrinsics, normalize_screen  # noqa: E402
-from engine.checkpoint import save_checkpoint  # noqa: E402
-from engine.config import StarPoseConfig  # noqa: E402
-from engine.gmm import GMMParams  # noqa: E402
-from engine.guidance import GuidanceInputs  # noqa: E402
-from engine.model import StarPose  # noqa: E402
-from engine.skeleton import H36M17  # noqa: E402
+from engine.core.camera import Intrinsics, normalize_screen  # noqa: E402
+from engine.core.checkpoint import save_checkpoint  # noqa: E402
+from engine.core.config import StarPoseConfig  # noqa: E402
+from engine.core.gmm import GMMParams  # noqa: E402
+from engine.core.guidance import GuidanceInputs  # noqa: E402
+from engine.core.model import StarPose  # noqa: E402
+from engine.core.skeleton import H36M17  # noqa: E402
 
 J = H36M17.num_joints
 TINY = StarPoseConfig.from_name("tiny")

@@ -20,11 +20,11 @@ from helpers import (  # noqa: F401
 )
 from torch.testing import assert_close
 
-from engine.config import StarPoseConfig
-from engine.denoiser import GCNAttentionBlock
-from engine.guidance import GuidanceInputs
-from engine.sampler import initial_noise
-from engine.skeleton import H36M17
+from engine.core.config import StarPoseConfig
+from engine.core.denoiser import GCNAttentionBlock
+from engine.core.guidance import GuidanceInputs
+from engine.core.sampler import initial_noise
+from engine.core.skeleton import H36M17
 from kernels._utils import INTERPRET
 from kernels.denoiser_block import block_constants, pack_block_params
 

@@ -1,5 +1,5 @@
-"""Python API (engine.api.StarPoseLifter), frame-rate handling, missing joints end to end, focal
-length estimation and root trajectory (engine.intrinsics)."""
+"""Python API (engine.front.api.StarPoseLifter), frame-rate handling, missing joints end to end, focal
+length estimation and root trajectory (engine.core.intrinsics)."""
 from __future__ import annotations
 
 import json
@@ -12,15 +12,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.api import StarPoseLifter, prepare_keypoints  # noqa: E402
-from engine.camera import Intrinsics  # noqa: E402
-from engine.checkpoint import save_checkpoint  # noqa: E402
-from engine.config import StarPoseConfig  # noqa: E402
-from engine.intrinsics import estimate_focal, root_trajectory  # noqa: E402
-from engine.io import InputError  # noqa: E402
-from engine.model import StarPose  # noqa: E402
-from engine.pipeline import StreamingLifter  # noqa: E402
-from engine.run import main  # noqa: E402
+from engine.core.camera import Intrinsics  # noqa: E402
+from engine.core.checkpoint import save_checkpoint  # noqa: E402
+from engine.core.config import StarPoseConfig  # noqa: E402
+from engine.core.errors import InputError  # noqa: E402
+from engine.core.intrinsics import estimate_focal, root_trajectory  # noqa: E402
+from engine.core.model import StarPose  # noqa: E402
+from engine.core.pipeline import StreamingLifter  # noqa: E402
+from engine.front.api import StarPoseLifter, prepare_keypoints  # noqa: E402
+from engine.front.cli import main  # noqa: E402
 from examples.make_example import walker  # noqa: E402
 
 W = H = 1000
@@ -120,7 +120,7 @@ def test_stream_is_the_pipeline_streaming_lifter_and_matches_offline(lifter):
 
 
 def test_lift_encoder_only_is_the_encoders_estimate_in_mm(lifter):
-    from engine.pipeline import VideoInput
+    from engine.core.pipeline import VideoInput
     _, kp = _scene(12)
     out = lifter.lift(kp, image_size=(W, H), encoder_only=True)
     assert out["poses_3d"].shape == (12, 17, 3) and out["poses_3d"].dtype == np.float32
@@ -163,7 +163,7 @@ def test_estimate_focal_recovers_exact_geometry():
 
 
 def test_root_trajectory_in_blocks_equals_one_solve(monkeypatch):
-    import engine.intrinsics as intrinsics_mod
+    import engine.core.intrinsics as intrinsics_mod
     cam, kp = _scene(40, f=800.0)
     rel, intr = cam - cam[:, :1], Intrinsics(800, 800, W / 2, H / 2, W, H)
     conf = np.random.default_rng(0).uniform(0.2, 1.0, kp.shape[:2])
@@ -228,7 +228,7 @@ def test_stream_takes_a_format_and_never_emits_non_finite_poses(lifter):
     with pytest.raises(InputError, match="shape"):
         lifter.stream(image_size=(W, H)).push(np.zeros((2, 17, 2)))
     # COCO frames are converted like lift(format='coco')
-    from engine.formats import conversion_matrix
+    from engine.front.formats import conversion_matrix
     coco = np.zeros((12, 17, 3))
     coco[..., 2] = 1.0
     coco[:, [11, 12, 13, 14, 15, 16, 5, 7, 9, 6, 8, 10], :2] = kp[:, [4, 1, 5, 2, 6, 3, 11, 12, 13, 14, 15, 16], :2]

@@ -8,9 +8,9 @@ import pytest
 from helpers import tiny_checkpoint  # noqa: F401
 
 from bench.latency import main, push_times
-from engine.camera import Intrinsics
-from engine.checkpoint import load_checkpoint
-from engine.pipeline import Lifter
+from engine.core.camera import Intrinsics
+from engine.core.checkpoint import load_checkpoint
+from engine.core.pipeline import Lifter
 
 
 def _keypoints(frames: int, joints: int) -> np.ndarray:

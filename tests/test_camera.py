@@ -1,4 +1,4 @@
-"""engine.camera: screen normalisation, intrinsics, projection (with and without distortion),
+"""engine.core.camera: screen normalisation, intrinsics, projection (with and without distortion),
 the closed-form root translation and the 3x3 solver."""
 from __future__ import annotations
 
@@ -13,7 +13,14 @@ from torch.testing import assert_close
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers import J, reference_pose  # noqa: E402,F401
 
-from engine.camera import Intrinsics, denormalize_screen, normalize_screen, project, solve3x3, solve_root_translation  # noqa: E402
+from engine.core.camera import (  # noqa: E402
+    Intrinsics,
+    denormalize_screen,
+    normalize_screen,
+    project,
+    solve3x3,
+    solve_root_translation,
+)
 
 
 @pytest.mark.parametrize("w, h", [(1000, 1000), (1920, 1080), (640, 960)])

@@ -1,4 +1,4 @@
-"""engine.checkpoint: safetensors round trip, and one clear CheckpointError per kind of damage."""
+"""engine.core.checkpoint: safetensors round trip, and one clear CheckpointError per kind of damage."""
 from __future__ import annotations
 
 import json
@@ -13,9 +13,16 @@ from safetensors.torch import load_file, save_file
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers import TINY, default_intrinsics, make_model, video_keypoints, write_checkpoint  # noqa: E402,F401
 
-from engine.checkpoint import FORMAT, CheckpointError, load_checkpoint, read_metadata, save_checkpoint, tensors_digest  # noqa: E402
-from engine.config import StarPoseConfig  # noqa: E402
-from engine.pipeline import Lifter, VideoInput  # noqa: E402
+from engine.core.checkpoint import (  # noqa: E402
+    FORMAT,
+    CheckpointError,
+    load_checkpoint,
+    read_metadata,
+    save_checkpoint,
+    tensors_digest,
+)
+from engine.core.config import StarPoseConfig  # noqa: E402
+from engine.core.pipeline import Lifter, VideoInput  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -238,7 +245,7 @@ def test_checksum_catches_flipped_bytes_in_the_weights(saved, tmp_path):
 
 
 def test_shipped_checkpoints_carry_a_valid_checksum():
-    from engine.checkpoint import DEFAULT_CHECKPOINT
+    from engine.core.checkpoint import DEFAULT_CHECKPOINT
     for path in [DEFAULT_CHECKPOINT, *sorted((DEFAULT_CHECKPOINT.parent / "ablation").glob("*.safetensors"))]:
         assert "tensors_sha256" in read_metadata(path), path
         load_checkpoint(path)

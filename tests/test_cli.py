@@ -16,12 +16,12 @@ from safetensors.torch import load_file, save_file
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers import REPO, moving_poses, subprocess_env, tiny_checkpoint, video_keypoints  # noqa: E402,F401
 
-import engine.checkpoint as checkpoint_mod  # noqa: E402
-from engine.camera import Intrinsics  # noqa: E402
-from engine.checkpoint import load_checkpoint, read_metadata  # noqa: E402
-from engine.pipeline import Lifter, VideoInput  # noqa: E402
-from engine.run import build_parser, main  # noqa: E402
-from engine.skeleton import H36M17  # noqa: E402
+import engine.core.checkpoint as checkpoint_mod  # noqa: E402
+from engine.core.camera import Intrinsics  # noqa: E402
+from engine.core.checkpoint import load_checkpoint, read_metadata  # noqa: E402
+from engine.core.pipeline import Lifter, VideoInput  # noqa: E402
+from engine.core.skeleton import H36M17  # noqa: E402
+from engine.front.cli import build_parser, main  # noqa: E402
 
 J = H36M17.num_joints
 T = 6
@@ -44,7 +44,7 @@ def npy(tmp_path, kp) -> Path:
 
 
 def run(argv, capsys):
-    """engine.run.main in-process -> (exit code, stdout, stderr)."""
+    """engine.front.cli.main in-process -> (exit code, stdout, stderr)."""
     try:
         rc = main([str(a) for a in argv])
     except SystemExit as e:          # argparse (bad flags, --help)
@@ -134,7 +134,7 @@ MPJPE_LINE = "MPJPE vs gt_poses_3d in the input: "
 
 
 def _gt_mpjpe(poses_mm, gt_mm):
-    from engine.metrics import mpjpe
+    from engine.core.metrics import mpjpe
     p = poses_mm.astype(np.float64)
     g = gt_mm.astype(np.float64)
     return mpjpe(p - p[:, :1], g - g[:, :1])
@@ -445,10 +445,10 @@ EXPECT_WORDS = {
     "conf_above_one": "confidence",
     "conf_negative": "confidence", "missing_image_size": "--image-size",
     "gt_wrong_shape": "gt_poses_3d", "gt_wrong_frames": "gt_poses_3d", "gt_wrong_joints": "gt_poses_3d",
-    "gt_nan": "non-finite", "gt_inf": "non-finite", "gt_string": "gt_poses_3d", "steps_zero": "--steps",
-    "steps_above_K": "training steps", "steps_not_integer": "--steps", "hypotheses_zero": "--hypotheses",
-    "huge_hypotheses": "--hypotheses", "huge_seed": "--seed", "mps_device": "only cpu and cuda devices",
-    "zero_threads": "--threads", "negative_seed": "--seed", "negative_rho": "--rho", "nan_rho": "--rho",
+    "gt_nan": "non-finite", "gt_inf": "non-finite", "gt_string": "gt_poses_3d", "steps_zero": "steps must",
+    "steps_above_K": "training steps", "steps_not_integer": "--steps", "hypotheses_zero": "hypotheses must",
+    "huge_hypotheses": "hypotheses must", "huge_seed": "seed must", "mps_device": "only cpu and cuda devices",
+    "zero_threads": "threads must", "negative_seed": "seed must", "negative_rho": "rho must", "nan_rho": "rho must",
     "unknown_backend": "tpu", "cuda_without_cuda": "cuda",
     "checkpoint_missing": "not found", "checkpoint_mismatched_shapes": "shape",
     "default_checkpoint_missing": "--checkpoint", "unknown_flag": "--frobnicate",

@@ -1,4 +1,4 @@
-"""engine.config: presets, JSON round trip, validation of every section, overrides."""
+"""engine.core.config: presets, JSON round trip, validation of every section, overrides."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from engine.config import (  # noqa: E402
+from engine.core.config import (  # noqa: E402
     PRESETS,
     ContextConfig,
     DenoiserConfig,
@@ -19,7 +19,7 @@ from engine.config import (  # noqa: E402
     HPIMConfig,
     StarPoseConfig,
 )
-from engine.skeleton import H36M17  # noqa: E402
+from engine.core.skeleton import H36M17  # noqa: E402
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

@@ -18,14 +18,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers import REPO, subprocess_env, tiny_checkpoint, video_keypoints  # noqa: E402,F401
 
-import engine.corpus as corpus_mod  # noqa: E402
-from engine.camera import Intrinsics  # noqa: E402
-from engine.corpus import CorpusConfig, main, run_corpus  # noqa: E402
-from engine.corpus_inputs import discover, parse_shard, select_shard  # noqa: E402
-from engine.corpus_worker import LiftSettings  # noqa: E402
-from engine.io import InputError  # noqa: E402
-from engine.manifest import latest_records  # noqa: E402
-from engine.run import main as run_main  # noqa: E402
+import engine.front.corpus.cli as corpus_mod  # noqa: E402
+from engine.core.camera import Intrinsics  # noqa: E402
+from engine.core.errors import InputError  # noqa: E402
+from engine.front.cli import main as run_main  # noqa: E402
+from engine.front.corpus.cli import CorpusConfig, main, run_corpus  # noqa: E402
+from engine.front.corpus.inputs import discover, parse_shard, select_shard  # noqa: E402
+from engine.front.corpus.manifest import latest_records  # noqa: E402
+from engine.front.corpus.worker import LiftSettings  # noqa: E402
 
 W, H = 1000, 800
 LENGTHS = {"a/c0.npz": 31, "a/c1.npz": 5, "a/deep/c2.npz": 17, "b/c3.npz": 12, "b/c4.npz": 40, "c5.npz": 9}
@@ -103,8 +103,8 @@ def worker_records(out: Path) -> list[dict]:
 def test_shipped_model_batch_composition_is_bit_identical():
     """The premise of batching: torch's result for a clip does not depend on its batch (the shipped
     model's shapes, one thread, same seed; clips alone vs inside batches of 3 and 6 of mixed lengths)."""
-    from engine.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
-    from engine.pipeline import Lifter, VideoInput
+    from engine.core.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+    from engine.core.pipeline import Lifter, VideoInput
     model = load_checkpoint(DEFAULT_CHECKPOINT)
     lifter = Lifter(model)
     intr = Intrinsics.default_for(W, H)
@@ -260,8 +260,8 @@ def test_ctrl_c_subprocess(tmp_path, tiny_checkpoint, workers):
 
 @pytest.mark.slow
 def test_dead_worker_process_loses_only_its_chunks(tmp_path, tiny_checkpoint):
-    from engine.corpus_exec import ProcessExecutor
-    from engine.manifest import file_digest
+    from engine.front.corpus.executor import ProcessExecutor
+    from engine.front.corpus.manifest import file_digest
     root = tmp_path / "corpus"
     for i in range(6):                                  # about 1 s each with the tiny model
         write_clip(root / f"c{i}.npz", 200, seed=i)
@@ -310,7 +310,7 @@ def test_bad_job_fails_before_lifting(corpus, tiny_checkpoint, tmp_path, capsys)
     out = tmp_path / "out"
     assert main([str(corpus), "--output", str(out), "--backend", "cpp", "--batch-size", "4",
                  "--checkpoint", str(tiny_checkpoint)]) == 2
-    assert "--batch-size 4 needs --backend torch" in capsys.readouterr().err
+    assert "--batch-size 4: backend 'cpp' gives results that depend on the batch shape" in capsys.readouterr().err
     assert main([str(tmp_path / "missing"), "--output", str(out), "--checkpoint", str(tiny_checkpoint)]) == 2
     assert "input not found" in capsys.readouterr().err
     assert main([str(corpus), "--output", str(out), "--shard", "2/2"]) == 2

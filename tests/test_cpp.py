@@ -1,4 +1,4 @@
-"""The C++ runner (csrc/, engine._ortrunner via engine.cpp_backend): torch vs cpp on the golden file,
+"""The C++ runner (csrc/, engine._ortrunner via export.cpp_backend): torch vs cpp on the golden file,
 dynamic batches, bad inputs, seeded noise, and concurrent use from several threads.
 
 Skipped as a whole, with the reason, when the compiled module is not built or ONNX Runtime's
@@ -22,14 +22,14 @@ import numpy as np
 import pytest
 import torch
 
-from engine import cpp_backend
+from export import cpp_backend
 
 REASON = cpp_backend.unavailable_reason()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=f"C++ runner unavailable: {REASON}")
 
 from test_onnx import NET_TOL, assert_frames_close  # noqa: E402
 
-from engine.pipeline import Lifter, VideoInput  # noqa: E402
+from engine.core.pipeline import Lifter, VideoInput  # noqa: E402
 from export.golden import load_golden  # noqa: E402
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "golden_tiny.npz"
@@ -211,7 +211,7 @@ def test_cpp_missing_or_broken_model_dir(golden, tmp_path, backend):
     import json
     import shutil
 
-    from engine.camera import H36M_FOCAL_RATIO
+    from engine.core.camera import H36M_FOCAL_RATIO
     spec = json.loads((backend.export_dir / "runner.json").read_text())
     assert spec["constants"]["default_focal_ratio"] == H36M_FOCAL_RATIO
     other = tmp_path / "other_ratio"
@@ -223,7 +223,7 @@ def test_cpp_missing_or_broken_model_dir(golden, tmp_path, backend):
 
 
 def test_cpp_backend_registry_and_settings(golden, backend):
-    from engine.backends import make_backend
+    from engine.core.backend import make_backend
     be = make_backend("cpp", golden.model)
     assert be.providers == ["CPUExecutionProvider"]
     assert be.runner.joints == 17 and be.runner.preset == "tiny"
@@ -267,7 +267,7 @@ def test_exported_backends_reject_full_guidance_up_front(golden, backend):
 
 
 def test_cli_full_guidance_on_cpp_is_a_clean_error(tmp_path):
-    from engine.run import main
+    from engine.front.cli import main
     out = tmp_path / "o.npz"
     example = Path(__file__).resolve().parents[1] / "examples" / "walk_2d.npz"
     rc = main(["--input", str(example), "--output", str(out), "--quiet",
@@ -277,7 +277,7 @@ def test_cli_full_guidance_on_cpp_is_a_clean_error(tmp_path):
 
 def test_cpp_runner_turns_to_the_person_view_itself(golden, backend):
     """A C++ application hands the runner raw 2D: with runner.json's input_view 'person' the runner
-    turns each frame's camera to the person and back itself, as engine.pipeline.Lifter does."""
+    turns each frame's camera to the person and back itself, as engine.core.pipeline.Lifter does."""
     assert golden.model.cfg.input_view == "person"
     assert backend.runner.defaults["person_view"] is True            # from runner.json
     vids, noise = _videos(golden, [11, 6], seed=3)

@@ -23,9 +23,9 @@ import torch
 from helpers import J, make_gin, make_model
 from torch.overrides import TorchFunctionMode
 
-from engine.backends import BackendUnavailable, make_backend
-from engine.config import GuidanceConfig, StarPoseConfig
-from engine.sampler import initial_noise
+from engine.core.backend import BackendUnavailable, make_backend
+from engine.core.config import GuidanceConfig, StarPoseConfig
+from engine.core.sampler import initial_noise
 from kernels import ddim_update as ddim_mod
 from kernels import denoiser_step as step_mod
 from kernels._utils import INTERPRET
@@ -190,7 +190,7 @@ def test_onnx_backend_asks_for_the_cuda_provider(monkeypatch, device, gpu_visibl
                         lambda: (["CUDAExecutionProvider"] if ort_cuda else []) + ["CPUExecutionProvider"])
     monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu_visible)
     if expected is None:                # results are returned on the device, which torch cannot use
-        from engine.backends import BackendUnavailable
+        from engine.core.backend import BackendUnavailable
         with pytest.raises(BackendUnavailable, match="no CUDA"):
             ort_backend.OrtBackend(model, device, export_dir=Path("unused"))
         return
@@ -200,13 +200,13 @@ def test_onnx_backend_asks_for_the_cuda_provider(monkeypatch, device, gpu_visibl
 
 
 def test_cpp_runner_asked_for_cuda_falls_back_to_cpu_with_a_cpu_onnxruntime():
-    from engine import cpp_backend
+    from export import cpp_backend
     if not cpp_backend.available():
         pytest.skip(cpp_backend.unavailable_reason())
     import onnxruntime as ort
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("onnxruntime-gpu installed: the GPU check (bench.gpu_check) covers this")
-    from engine.pipeline import Lifter
+    from engine.core.pipeline import Lifter
     from export.cache import export_cached
     from export.golden import load_golden
     g = load_golden(GOLDEN)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.camera import Intrinsics, denormalize_screen, project
-from engine.skeleton import H36M17
+from engine.core.camera import Intrinsics, denormalize_screen, project
+from engine.core.skeleton import H36M17
 from train.data import (
     CMU_VAL_SUBJECTS,
     DEFAULT_CMU_ROOT,

@@ -1,4 +1,4 @@
-"""engine.diffusion and the unguided reverse process of engine.sampler: the schedule, DDIM
+"""engine.core.diffusion and the unguided reverse process of engine.core.sampler: the schedule, DDIM
 timesteps, Eq. 1 / Eq. 8 consistency, and sample_frame against a hand-written DDIM loop with a
 stand-in denoiser of known output (GMM with mu != 0)."""
 from __future__ import annotations
@@ -14,10 +14,10 @@ from torch.testing import assert_close
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers import J, LinearEps, make_gin, make_model  # noqa: E402,F401
 
-from engine.config import DiffusionConfig, GuidanceConfig  # noqa: E402
-from engine.diffusion import alphas_bar, ddim_next, ddim_timesteps, predict_x0, q_sample  # noqa: E402
-from engine.sampler import initial_noise, sample_frame  # noqa: E402
-from engine.skeleton import H36M17  # noqa: E402
+from engine.core.config import DiffusionConfig, GuidanceConfig  # noqa: E402
+from engine.core.diffusion import alphas_bar, ddim_next, ddim_timesteps, predict_x0, q_sample  # noqa: E402
+from engine.core.sampler import initial_noise, sample_frame  # noqa: E402
+from engine.core.skeleton import H36M17  # noqa: E402
 
 ROOT = H36M17.root
 

@@ -12,10 +12,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers import REPO, tiny_checkpoint  # noqa: E402,F401
 
-from engine.camera import Intrinsics  # noqa: E402
-from engine.readers import read_input  # noqa: E402
-from engine.run import main  # noqa: E402
-from engine.skeleton import H36M17  # noqa: E402
+from engine.core.camera import Intrinsics  # noqa: E402
+from engine.core.skeleton import H36M17  # noqa: E402
+from engine.front.cli import main  # noqa: E402
+from engine.front.readers import read_input  # noqa: E402
 
 EXAMPLES = REPO / "examples"
 CMU = {"cmu_walk_2d.npz": 2, "cmu_phone_2d.npz": 3}          # file -> keypoint channels

@@ -1,5 +1,5 @@
-"""Keypoint layouts -> Human3.6M-17 (engine.formats), the NaN/missing rules of
-engine.io.check_keypoints, gap filling and frame-rate resampling (engine.resample)."""
+"""Keypoint layouts -> Human3.6M-17 (engine.front.formats), the NaN/missing rules of
+engine.front.io.check_keypoints, gap filling and frame-rate resampling (engine.front.resample)."""
 from __future__ import annotations
 
 import sys
@@ -10,10 +10,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.formats import FORMATS, H36M_FROM, LAYOUTS, conversion_matrix, guess_format, to_h36m  # noqa: E402
-from engine.io import InputError, check_keypoints  # noqa: E402
-from engine.resample import fill_missing, frames_at_rate, resample  # noqa: E402
-from engine.skeleton import H36M17  # noqa: E402
+from engine.core.errors import InputError  # noqa: E402
+from engine.core.skeleton import H36M17  # noqa: E402
+from engine.front.formats import FORMATS, H36M_FROM, LAYOUTS, conversion_matrix, guess_format, to_h36m  # noqa: E402
+from engine.front.io import check_keypoints
+from engine.front.resample import fill_missing, frames_at_rate, resample  # noqa: E402
 
 J = 17
 NAMES = H36M17.joint_names

@@ -1,4 +1,4 @@
-"""engine.gmm: EM recovers a known mixture; sampling is seeded and has the right moments;
+"""engine.core.gmm: EM recovers a known mixture; sampling is seeded and has the right moments;
 validation rejects bad parameters; the model stores its GMM."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from torch.testing import assert_close
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers import TINY, make_gmm, make_model  # noqa: E402,F401
 
-from engine.gmm import GMMParams, fit_gmm  # noqa: E402
+from engine.core.gmm import GMMParams, fit_gmm  # noqa: E402
 
 TRUE_W = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
 TRUE_MU = torch.tensor([[0.0, 0.0, 0.0, 0.0],

@@ -1,4 +1,4 @@
-"""STPG (engine.guidance) and its use in the sampler (engine.sampler).
+"""STPG (engine.core.guidance) and its use in the sampler (engine.core.sampler).
 
 * the four energy terms against a straightforward loop implementation of Eqs. 10-16 as the module
   documents them (smoothed norms / absolute values, closed-form root, masked history);
@@ -22,13 +22,13 @@ from torch.testing import assert_close
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers import TINY, J, LinearEps, make_gin, make_model, noisy_hypotheses, reference_pose  # noqa: E402,F401
 
-import engine.guidance as guidance_mod  # noqa: E402
-import engine.sampler as sampler_mod  # noqa: E402
-from engine.camera import project, solve_root_translation  # noqa: E402
-from engine.config import GuidanceConfig  # noqa: E402
-from engine.guidance import EPS_LEN, EPS_PIX, GuidanceInputs, SkeletonTerms, stpg_energy, stpg_grad, stpg_terms  # noqa: E402
-from engine.sampler import aggregate, guidance_step, initial_noise, sample_frame  # noqa: E402
-from engine.skeleton import H36M17  # noqa: E402
+import engine.core.guidance as guidance_mod  # noqa: E402
+import engine.core.sampler as sampler_mod  # noqa: E402
+from engine.core.camera import project, solve_root_translation  # noqa: E402
+from engine.core.config import GuidanceConfig  # noqa: E402
+from engine.core.guidance import EPS_LEN, EPS_PIX, GuidanceInputs, SkeletonTerms, stpg_energy, stpg_grad, stpg_terms  # noqa: E402
+from engine.core.sampler import aggregate, guidance_step, initial_noise, sample_frame  # noqa: E402
+from engine.core.skeleton import H36M17  # noqa: E402
 
 TERMS64 = SkeletonTerms(H36M17).double()
 LAMBDAS = {"p": "lambda_p", "s": "lambda_s", "b": "lambda_b", "d": "lambda_d"}
@@ -172,7 +172,7 @@ def test_stpg_grad_term_structure():
 
 
 def _fixed_root(monkeypatch, t_fixed: torch.Tensor):
-    """Hold the root translation constant inside engine.guidance.
+    """Hold the root translation constant inside engine.core.guidance.
 
     ``stpg_energy`` solves T from the current h under no_grad, i.e. the energy it differentiates
     is E(h, T) at T = T(h) held fixed. Finite differences of the raw energy would also move T

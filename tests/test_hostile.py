@@ -24,9 +24,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers import REPO, subprocess_env, tiny_checkpoint, video_keypoints  # noqa: E402,F401
 
-from engine.camera import Intrinsics  # noqa: E402
-from engine.io import OutputGroup, remove_stale_temps  # noqa: E402
-from engine.run import main  # noqa: E402
+from engine.core.camera import Intrinsics  # noqa: E402
+from engine.front.cli import main  # noqa: E402
+from engine.front.io import OutputGroup, remove_stale_temps  # noqa: E402
 
 T, W, H = 8, 1000, 800
 
@@ -64,8 +64,8 @@ def lift_args(inp, ckpt, *extra):
 # -- the file system ----------------------------------------------------------------------------
 def test_output_paths_that_cannot_be_written_fail_before_lifting(tmp_path, kp, tiny_checkpoint, capsys,
                                                                  monkeypatch):
-    import engine.api
-    monkeypatch.setattr(engine.api, "lift_keypoints", lambda *a, **k: pytest.fail("lifted before checking"))
+    import engine.front.api
+    monkeypatch.setattr(engine.front.api, "lift_keypoints", lambda *a, **k: pytest.fail("lifted before checking"))
     inp = tmp_path / "c.npy"
     np.save(inp, kp)
     (tmp_path / "afile").write_text("x")
@@ -98,7 +98,7 @@ def test_input_paths_the_file_system_refuses(tmp_path, tiny_checkpoint, capsys):
 
 _AS_NOBODY = textwrap.dedent("""
     import contextlib, io, json, sys
-    from engine.run import main
+    from engine.front.cli import main
     out = []
     for argv in json.loads(sys.argv[1]):
         err = io.StringIO()
@@ -113,7 +113,7 @@ _AS_NOBODY = textwrap.dedent("""
 
 
 def _as_unprivileged(cases: list[list[str]], home: Path) -> list:
-    """Run engine.run.main on each argv where file permissions apply: directly for a normal user;
+    """Run engine.front.cli.main on each argv where file permissions apply: directly for a normal user;
     as root, inside a new user namespace (``unshare --user``), where root's files keep their
     owner but root's privileges over them are gone."""
     import shutil
@@ -124,7 +124,7 @@ def _as_unprivileged(cases: list[list[str]], home: Path) -> list:
         if shutil.which("unshare") is None:
             pytest.skip("running as root and 'unshare' is missing: permissions cannot be tested")
         prefix = ["unshare", "--user"]
-        probe = subprocess.run([*prefix, sys.executable, "-c", "import engine.run"], env=env,
+        probe = subprocess.run([*prefix, sys.executable, "-c", "import engine.front.cli"], env=env,
                                capture_output=True, text=True, cwd=REPO)
         if probe.returncode != 0:
             pytest.skip("running as root and user namespaces are not available: "
@@ -275,12 +275,12 @@ def test_openpose_broken_or_bom_first_frame(tmp_path, kp, tiny_checkpoint, capsy
 
 # -- partial outputs and interrupts ---------------------------------------------------------------
 def test_interrupt_during_an_export_leaves_no_file(tmp_path, kp, tiny_checkpoint, capsys, monkeypatch):
-    import engine.writers
+    import engine.front.writers
     np.save(tmp_path / "c.npy", kp)
 
     def boom(*a, **k):
         raise KeyboardInterrupt
-    monkeypatch.setattr(engine.writers, "dump_bvh", boom)
+    monkeypatch.setattr(engine.front.writers, "dump_bvh", boom)
     rc, _, err = run(lift_args(tmp_path / "c.npy", tiny_checkpoint, "--export", "json,csv,bvh"), capsys)
     assert rc == 130 and "no output written" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.npy"]

@@ -1,4 +1,4 @@
-"""The camera-robust 2D representation (engine/input_norm.py) and its place in the model."""
+"""The camera-robust 2D representation (engine/core/input_norm.py) and its place in the model."""
 from __future__ import annotations
 
 import json
@@ -9,9 +9,9 @@ from helpers import TINY, J, make_model  # noqa: F401
 from safetensors.torch import load_file, save_file
 from torch.testing import assert_close
 
-from engine.checkpoint import load_checkpoint, read_metadata, save_checkpoint
-from engine.config import StarPoseConfig
-from engine.input_norm import from_view, network_input, person_normalize, person_view, to_view
+from engine.core.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from engine.core.config import StarPoseConfig
+from engine.core.input_norm import from_view, network_input, person_normalize, person_view, to_view
 
 
 def _frames(b: int = 2, f: int = TINY.context.frames) -> torch.Tensor:
@@ -125,7 +125,7 @@ def test_person_view_is_a_rotation_that_centres_the_person():
 
 def test_person_view_reprojection_is_exact_and_from_view_inverts():
     """The turned 2D is the exact projection of the turned 3D: STPG stays exact in the view."""
-    from engine.camera import project, solve_root_translation
+    from engine.core.camera import project, solve_root_translation
     rel, kp, intr = _scene()
     rot = person_view(kp, torch.ones(kp.shape[:2]), intr)
     turned_2d = to_view(kp, rot, intr)

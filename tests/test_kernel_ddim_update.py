@@ -13,10 +13,10 @@ from helpers import (  # noqa: F401
 )
 from kernel_common import DEVICE, check_close, gin_on
 
-from engine.config import GuidanceConfig
-from engine.diffusion import ddim_next, predict_x0
-from engine.guidance import stpg_grad as stpg_grad_ref
-from engine.sampler import guidance_step
+from engine.core.config import GuidanceConfig
+from engine.core.diffusion import ddim_next, predict_x0
+from engine.core.guidance import stpg_grad as stpg_grad_ref
+from engine.core.sampler import guidance_step
 from kernels.ddim_update import ddim_update
 from kernels.stpg_grad import skeleton_indices
 

@@ -1,4 +1,4 @@
-"""kernels/denoiser_block.py (one GCN-attention block) against engine.denoiser.GCNAttentionBlock,
+"""kernels/denoiser_block.py (one GCN-attention block) against engine.core.denoiser.GCNAttentionBlock,
 and its launcher's checks."""
 from __future__ import annotations
 

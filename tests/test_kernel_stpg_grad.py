@@ -1,4 +1,4 @@
-"""kernels/stpg_grad.py (batched STPG energy gradients) against engine.guidance.stpg_grad,
+"""kernels/stpg_grad.py (batched STPG energy gradients) against engine.core.guidance.stpg_grad,
 and the launchers' input checks (with ddim_update, which takes the same skeleton tables)."""
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from helpers import (  # noqa: F401
 )
 from kernel_common import DEVICE, STPG_TOL, check_close, gin_on
 
-from engine.config import GuidanceConfig
-from engine.guidance import SkeletonTerms
-from engine.guidance import stpg_grad as stpg_grad_ref
-from engine.skeleton import H36M17
+from engine.core.config import GuidanceConfig
+from engine.core.guidance import SkeletonTerms
+from engine.core.guidance import stpg_grad as stpg_grad_ref
+from engine.core.skeleton import H36M17
 from kernels.ddim_update import ddim_update
 from kernels.stpg_grad import skeleton_indices, stpg_grad
 

@@ -1,4 +1,4 @@
-"""Tests for engine.metrics against hand-computed cases."""
+"""Tests for engine.core.metrics against hand-computed cases."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from engine.metrics import (
+from engine.core.metrics import (
     MPI_PCK_JOINTS_H36M,
     acc_err,
     auc,

@@ -9,16 +9,16 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from engine.input_norm import network_input
+from engine.core.input_norm import network_input
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers import TINY, make_model  # noqa: E402,F401
 
-from engine.config import StarPoseConfig  # noqa: E402
-from engine.guidance import SkeletonTerms  # noqa: E402
-from engine.hpim import HPIM  # noqa: E402
-from engine.model import StarPose  # noqa: E402
-from engine.skeleton import H36M17, get_skeleton  # noqa: E402
+from engine.core.config import StarPoseConfig  # noqa: E402
+from engine.core.guidance import SkeletonTerms  # noqa: E402
+from engine.core.hpim import HPIM  # noqa: E402
+from engine.core.model import StarPose  # noqa: E402
+from engine.core.skeleton import H36M17, get_skeleton  # noqa: E402
 
 J = H36M17.num_joints
 L = TINY.hpim.history

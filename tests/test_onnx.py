@@ -32,10 +32,10 @@ import torch
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from engine.backends import make_backend  # noqa: E402
-from engine.checkpoint import save_checkpoint  # noqa: E402
-from engine.diffusion import ddim_timesteps  # noqa: E402
-from engine.pipeline import Lifter  # noqa: E402
+from engine.core.backend import make_backend  # noqa: E402
+from engine.core.checkpoint import save_checkpoint  # noqa: E402
+from engine.core.diffusion import ddim_timesteps  # noqa: E402
+from engine.core.pipeline import Lifter  # noqa: E402
 from export.cache import export_cached  # noqa: E402
 from export.golden import load_golden  # noqa: E402
 from export.graphs import _WRAPPERS, GRAPHS, _example_inputs  # noqa: E402

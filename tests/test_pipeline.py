@@ -1,4 +1,4 @@
-"""engine.pipeline: context windows, batched == one-by-one, streaming == offline, causal
+"""engine.core.pipeline: context windows, batched == one-by-one, streaming == offline, causal
 streaming, fixed noise, seeds, and one-frame videos (tiny preset: F = 9 frames, L = 4)."""
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from engine.input_norm import from_view, person_view, to_view
+from engine.core.input_norm import from_view, person_view, to_view
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers import TINY, J, default_intrinsics, make_model, video_keypoints  # noqa: E402,F401
 
-from engine.camera import Intrinsics, normalize_screen  # noqa: E402
-from engine.pipeline import Lifter, StreamingLifter, VideoInput, plan_windows, window_slice  # noqa: E402
-from engine.skeleton import H36M17  # noqa: E402
+from engine.core.camera import Intrinsics, normalize_screen  # noqa: E402
+from engine.core.pipeline import Lifter, StreamingLifter, VideoInput, plan_windows, window_slice  # noqa: E402
+from engine.core.skeleton import H36M17  # noqa: E402
 
 F = TINY.context.frames
 LENGTHS = (1, 7, 23)
@@ -295,7 +295,7 @@ def test_encoder_only_equals_model_context(model, lifter, videos, batched, windo
 
 def test_encoder_only_uses_context_of_a_whole_loop_backend(model, videos):
     """A backend whose ``lift`` replaces the loop (the C++ runner) is still lifted through its ``context``."""
-    from engine.pipeline import TorchBackend
+    from engine.core.torch_backend import TorchBackend
 
     class WholeLoop(TorchBackend):
         calls = 0

@@ -1,4 +1,4 @@
-"""Input readers (engine.readers), person selection, folders/globs (engine.batch) and their CLI
+"""Input readers (engine.front.readers), person selection, folders/globs (engine.front.batch) and their CLI
 wiring (engine.run: --format, --person, --all-people, several inputs)."""
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.batch import expand_inputs, output_path  # noqa: E402
-from engine.checkpoint import save_checkpoint  # noqa: E402
-from engine.config import StarPoseConfig  # noqa: E402
-from engine.io import InputError  # noqa: E402
-from engine.model import StarPose  # noqa: E402
-from engine.readers import read_input, select_people  # noqa: E402
-from engine.run import main  # noqa: E402
+from engine.core.checkpoint import save_checkpoint  # noqa: E402
+from engine.core.config import StarPoseConfig  # noqa: E402
+from engine.core.errors import InputError  # noqa: E402
+from engine.core.model import StarPose  # noqa: E402
+from engine.front.batch import expand_inputs, output_path  # noqa: E402
+from engine.front.cli import main  # noqa: E402
+from engine.front.readers import read_input, select_people  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -243,10 +243,10 @@ def test_cli_batch_folder_continues_after_a_bad_file(tmp_path, ckpt, capsys):
 
 
 def test_ctrl_c_keeps_finished_outputs(tmp_path, ckpt, monkeypatch, capsys):
-    import engine.api
+    import engine.front.api
     for name in ("a", "b", "c"):
         np.save(tmp_path / f"{name}.npy", _coco(4))
-    real = engine.api.lift_keypoints
+    real = engine.front.api.lift_keypoints
     calls = []
 
     def interrupt_second(*a, **k):
@@ -255,7 +255,7 @@ def test_ctrl_c_keeps_finished_outputs(tmp_path, ckpt, monkeypatch, capsys):
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(engine.api, "lift_keypoints", interrupt_second)
+    monkeypatch.setattr(engine.front.api, "lift_keypoints", interrupt_second)
     assert _cli(ckpt, "--input", tmp_path, "--export", "csv") == 130
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npy", "a_3d.csv", "a_3d.npz", "b.npy", "c.npy"]
     assert "1 finished output(s) kept" in capsys.readouterr().err

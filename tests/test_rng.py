@@ -1,4 +1,4 @@
-"""The portable noise stream (engine/rng.py and its C++ twin csrc/include/starpose/rng.hpp).
+"""The portable noise stream (engine/core/rng.py and its C++ twin csrc/include/starpose/rng.hpp).
 
 ``--seed`` means the same numbers everywhere: SplitMix64 reference values, Python vs C++ draws
 (equal up to the last bit of libm's log/sin/cos, so compared at 1e-6 relative), the mixture's
@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from engine import cpp_backend, rng
-from engine.pipeline import Lifter
+from engine.core import rng
+from engine.core.pipeline import Lifter
+from export import cpp_backend
 from export.golden import load_golden
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "golden_tiny.npz"
@@ -111,10 +112,10 @@ def test_cpp_and_torch_agree_on_the_seed_alone(golden):
 @pytest.mark.skipif(cpp_backend.unavailable_reason() is not None,
                     reason=f"C++ runner unavailable: {cpp_backend.unavailable_reason()}")
 def test_one_root_trajectory_rule_for_every_backend(golden):
-    """The focal length for root_trajectory is chosen once, after lifting, from the poses (engine.api):
+    """The focal length for root_trajectory is chosen once, after lifting, from the poses (engine.front.api):
     backends agree on it and on the trajectory as closely as on the poses."""
-    from engine.api import StarPoseLifter
-    from engine.camera import Intrinsics
+    from engine.core.camera import Intrinsics
+    from engine.front.api import StarPoseLifter
     from export.cache import export_cached
     export_cached(golden.model)
     intr = Intrinsics.default_for(1000, 800)

@@ -20,12 +20,12 @@ from hypothesis import HealthCheck, event, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra import numpy as hnp  # noqa: E402
 
-from engine.api import StarPoseLifter  # noqa: E402
-from engine.checkpoint import save_checkpoint  # noqa: E402
-from engine.config import StarPoseConfig  # noqa: E402
-from engine.io import InputError  # noqa: E402
-from engine.model import StarPose  # noqa: E402
-from engine.run import main  # noqa: E402
+from engine.core.checkpoint import save_checkpoint  # noqa: E402
+from engine.core.config import StarPoseConfig  # noqa: E402
+from engine.core.errors import InputError  # noqa: E402
+from engine.core.model import StarPose  # noqa: E402
+from engine.front.api import StarPoseLifter  # noqa: E402
+from engine.front.cli import main  # noqa: E402
 
 SETTINGS = settings(max_examples=25, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -154,8 +154,8 @@ def test_cli_never_crashes(capsys, arr, extra, container):
 
 
 @pytest.mark.parametrize("argv_tail, msg", [
-    (["--fps", "nan"], "--fps"),
-    (["--conf-threshold", "-0.1"], "--conf-threshold"),
+    (["--fps", "nan"], "fps must"),
+    (["--conf-threshold", "-0.1"], "conf_threshold must"),
     (["--person", "0", "--all-people"], "exclude"),
     (["--normalized"], None),
     (["--export", "json,xml"], "--export"),

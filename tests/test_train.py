@@ -9,9 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from engine.checkpoint import load_checkpoint
-from engine.config import StarPoseConfig
-from engine.skeleton import H36M17
+from engine.core.checkpoint import load_checkpoint
+from engine.core.config import StarPoseConfig
+from engine.core.skeleton import H36M17
 from train.config import TrainConfig, train_preset
 from train.data import DEFAULT_CMU_ROOT
 from train.history import synth_history
@@ -57,7 +57,7 @@ def test_context_loss_zero_at_gt_and_positive_otherwise():
 
 
 def test_diffusion_loss_terms_and_gradient():
-    from engine.guidance import GuidanceInputs, SkeletonTerms
+    from engine.core.guidance import GuidanceInputs, SkeletonTerms
     b, j = 3, 17
     eps = torch.randn(b, j, 3)
     eps_hat = torch.randn(b, j, 3, requires_grad=True)
@@ -246,8 +246,8 @@ def test_model_config_no_hpim():
 # ------------------------------------------------------------------------------ shipping
 
 def test_ship_stores_inference_settings_and_keeps_weights(tmp_path):
-    from engine.checkpoint import read_metadata, save_checkpoint
-    from engine.model import StarPose
+    from engine.core.checkpoint import read_metadata, save_checkpoint
+    from engine.core.model import StarPose
     from train.ship import main as ship_main
     torch.manual_seed(0)
     src = StarPose(StarPoseConfig.from_name("tiny")).eval()
@@ -267,8 +267,8 @@ def test_ship_stores_inference_settings_and_keeps_weights(tmp_path):
 
 def test_init_from_several_checkpoints(tmp_path):
     """--init A --init B --init-only denoiser.: everything from A, then B's denoiser tensors only."""
-    from engine.checkpoint import save_checkpoint
-    from engine.model import StarPose
+    from engine.core.checkpoint import save_checkpoint
+    from engine.core.model import StarPose
     from train.train import init_model
     cfg = StarPoseConfig.from_name("tiny")
     torch.manual_seed(1)

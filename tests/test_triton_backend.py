@@ -16,9 +16,10 @@ from helpers import (  # noqa: F401
 )
 from kernel_common import DEVICE, SAMPLE_TOL, _frame_inputs, check_close, needs_cuda, perturbed_model
 
-from engine.backends import BackendUnavailable, make_backend
-from engine.config import GuidanceConfig
-from engine.pipeline import Lifter, TorchBackend, VideoInput
+from engine.core.backend import BackendUnavailable, make_backend
+from engine.core.config import GuidanceConfig
+from engine.core.pipeline import Lifter, VideoInput
+from engine.core.torch_backend import TorchBackend
 from kernels._utils import INTERPRET
 from kernels.backend import TritonBackend
 

@@ -1,4 +1,4 @@
-"""Bad arguments to the Python API (engine.api, engine.pipeline) raise InputError (a ValueError)
+"""Bad arguments to the Python API (engine.front.api, engine.core.pipeline) raise InputError (a ValueError)
 with one line naming the argument; non-finite frames never reach the model."""
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers import make_model, video_keypoints  # noqa: E402
 
-from engine import validate  # noqa: E402
-from engine.api import StarPoseLifter  # noqa: E402
-from engine.camera import Intrinsics  # noqa: E402
-from engine.io import InputError  # noqa: E402
-from engine.pipeline import Lifter, StreamingLifter, VideoInput  # noqa: E402
+from engine.core.camera import Intrinsics  # noqa: E402
+from engine.core.errors import InputError  # noqa: E402
+from engine.core.pipeline import Lifter, StreamingLifter, VideoInput  # noqa: E402
+from engine.front import validate  # noqa: E402
+from engine.front.api import StarPoseLifter  # noqa: E402
 
 W, H = 1000, 800
 INTR = Intrinsics.default_for(W, H)

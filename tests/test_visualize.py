@@ -1,4 +1,4 @@
-"""python -m engine.visualize: GIF animation, PNG contact sheet, clear errors (headless)."""
+"""python -m engine.front.visualize: GIF animation, PNG contact sheet, clear errors (headless)."""
 from __future__ import annotations
 
 import sys
@@ -10,9 +10,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 pytest.importorskip("matplotlib")
-from engine import visualize  # noqa: E402
-from engine.io import result_arrays, write_npz_atomic  # noqa: E402
-from engine.skeleton import H36M17  # noqa: E402
+from engine.core.skeleton import H36M17  # noqa: E402
+from engine.front import visualize  # noqa: E402
+from engine.front.io import result_arrays, write_npz_atomic  # noqa: E402
 from examples.make_example import walker  # noqa: E402
 
 

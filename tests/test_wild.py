@@ -21,8 +21,8 @@ import pytest
 import torch
 from helpers import REPO, tiny_checkpoint  # noqa: F401  (puts the repo on sys.path; fixture)
 
-from engine.camera import Intrinsics
-from engine.skeleton import H36M17
+from engine.core.camera import Intrinsics
+from engine.core.skeleton import H36M17
 from examples.make_example import walker
 from train.data import (
     DEFAULT_DATA_ROOT,
@@ -374,7 +374,7 @@ def test_detector_artefacts_joint_definitions():
             mid_in = (kp[:, IDX["r_hip"]] + kp[:, IDX["l_hip"]]) / 2
             mid = (n[:, IDX["r_hip"]] + n[:, IDX["l_hip"]]) / 2
             assert (((mid - mid_in) * up).sum(-1) >= -1e-3).all()                      # ... and higher
-            if coco:                                       # engine.formats' COCO-17 rule
+            if coco:                                       # engine.front.formats' COCO-17 rule
                 np.testing.assert_allclose(n[:, IDX["pelvis"]], mid, atol=1e-3)
                 np.testing.assert_allclose(n[:, IDX["thorax"]],
                                            (n[:, IDX["l_shoulder"]] + n[:, IDX["r_shoulder"]]) / 2, atol=1e-3)
@@ -536,7 +536,7 @@ def test_prepare_intrinsics_and_noise_model(world_clips):
     # "wild" = detector_artefacts with the clip's rng (noise_seed, index)
     kp, conf = detector_artefacts(clips[2].keypoints_2d[:25], clips[2].intrinsics, H36M17,
                                   np.random.default_rng((11, 2)))
-    from engine.pipeline import VideoInput
+    from engine.core.pipeline import VideoInput
     v = VideoInput.from_pixels(np.concatenate([kp, conf[..., None]], -1), clips[2].intrinsics)
     assert torch.equal(wild.videos[2].kp2d, v.kp2d) and torch.equal(wild.videos[2].conf, v.conf)
 
@@ -659,7 +659,7 @@ def test_world_source_person_view_is_exact_geometry():
     """With input_view 'person' every window is turned to its person view: the turned 2D is the
     exact projection of the turned 3D target, the person sits on the optical axis, and a share
     ``view_default_k`` of the windows uses the default focal length (the no-intrinsics case)."""
-    from engine.camera import project, solve_root_translation
+    from engine.core.camera import project, solve_root_translation
     from train import batches as tb
     from train.config import TrainConfig
     clips = [WorldClip("a", "1", world_walk(60).astype(np.float32), 50.0),

@@ -1,4 +1,4 @@
-"""JSON / CSV / BVH exports (engine.writers) and ``--export`` of the CLI."""
+"""JSON / CSV / BVH exports (engine.front.writers) and ``--export`` of the CLI."""
 from __future__ import annotations
 
 import csv
@@ -13,13 +13,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.bvh import CAM_TO_YUP, bvh_forward_kinematics, euler_zxy, matrix_zxy, read_bvh, to_bvh  # noqa: E402
-from engine.checkpoint import save_checkpoint  # noqa: E402
-from engine.config import StarPoseConfig  # noqa: E402
-from engine.model import StarPose  # noqa: E402
-from engine.run import main  # noqa: E402
-from engine.skeleton import H36M17  # noqa: E402
-from engine.writers import to_csv, to_json, write_text_atomic  # noqa: E402
+from engine.core.checkpoint import save_checkpoint  # noqa: E402
+from engine.core.config import StarPoseConfig  # noqa: E402
+from engine.core.model import StarPose  # noqa: E402
+from engine.core.skeleton import H36M17  # noqa: E402
+from engine.front.bvh import CAM_TO_YUP, bvh_forward_kinematics, euler_zxy, matrix_zxy, read_bvh, to_bvh  # noqa: E402
+from engine.front.cli import main  # noqa: E402
+from engine.front.writers import to_csv, to_json, write_text_atomic  # noqa: E402
 from examples.make_example import walker  # noqa: E402
 
 NAMES = list(H36M17.joint_names)

@@ -31,9 +31,9 @@ import numpy as np
 import torch
 from torch.utils.data import DistributedSampler
 
-from engine.camera import Intrinsics, normalize_screen
-from engine.input_norm import person_view, to_view
-from engine.skeleton import Skeleton
+from engine.core.camera import Intrinsics, normalize_screen
+from engine.core.input_norm import person_view, to_view
+from engine.core.skeleton import Skeleton
 
 from .config import TrainConfig
 from .data import (
@@ -51,11 +51,11 @@ from .data import (
 
 
 def person_view_item(item: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Turn one training window into its per-frame person-centred cameras (:mod:`engine.input_norm`).
+    """Turn one training window into its per-frame person-centred cameras (:mod:`engine.core.input_norm`).
 
     ``kp2d`` (F, J, 2) and ``intr`` (4,) in normalised units, ``conf`` (F, J), ``pose3d`` (F, J, 3)
     root-relative: the 2D is re-projected into each frame's rotated camera and the 3D target
-    rotated with it, exactly what :class:`engine.pipeline.Lifter` does at inference.
+    rotated with it, exactly what :class:`engine.core.pipeline.Lifter` does at inference.
     """
     kp, intr = torch.from_numpy(item["kp2d"]), torch.from_numpy(item["intr"])
     rot = person_view(kp, torch.from_numpy(item["conf"]), intr)                  # (F, 3, 3)

@@ -1,7 +1,7 @@
 """Run plumbing: device, seeds, distributed setup, logging, resumable checkpoints, LR schedule.
 
 Resumable state of a stage lives in ``<run>/<stage>/``: ``model.safetensors`` (a normal StarPose
-checkpoint, :func:`engine.checkpoint.save_checkpoint`), ``optim.safetensors`` (the optimiser's
+checkpoint, :func:`engine.core.checkpoint.save_checkpoint`), ``optim.safetensors`` (the optimiser's
 tensors) and ``state.json`` (step, optimiser param groups, training config). Batches are a function
 of (seed, step), so a resumed run continues with exactly the batches it would have seen.
 """
@@ -21,8 +21,8 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
-from engine.checkpoint import load_checkpoint, save_checkpoint
-from engine.model import StarPose
+from engine.core.checkpoint import load_checkpoint, save_checkpoint
+from engine.core.model import StarPose
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Training hyper-parameters: one frozen dataclass with named presets (never an argparse Namespace).
 
-The model architecture lives in :class:`engine.config.StarPoseConfig`; this file only holds how it is
+The model architecture lives in :class:`engine.core.config.StarPoseConfig`; this file only holds how it is
 trained. ``TRAIN_PRESETS`` are keyed like the model presets (``tiny``, ``small``, ``paper``); the
 command line may override single fields (``--steps``, ``--batch``, ...) via :meth:`TrainConfig.replace`.
 
@@ -24,7 +24,7 @@ inference the reverse process starts from x_K built with x_0 := 0 (the context e
 while plain Eq. 1 training always puts sqrt(alpha_k) x_0 of the true residual into x_k. For a
 fraction ``start_mix`` of the samples, x_k is built from ``gamma * x_0`` with ``gamma ~ U(0, 1)``
 (``gamma = 0`` is exactly the inference start) and the epsilon target is the noise that explains
-x_k from the *true* x_0 through Eq. 1 (so :func:`engine.diffusion.predict_x0` of the target gives
+x_k from the *true* x_0 through Eq. 1 (so :func:`engine.core.diffusion.predict_x0` of the target gives
 the true x_0). That target grows like sqrt(alpha_k / (1 - alpha_k)) x_0 (up to ~100 x at k = 1), so
 these samples' epsilon MSE is weighted by (1 - alpha_k) / alpha_k, which makes it the MSE of the
 implied x_0; plain Eq. 1 samples keep weight 1. ``start_mix = 0`` is plain Eq. 17.

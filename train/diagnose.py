@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.checkpoint import load_checkpoint
-from engine.metrics import mpjve
-from engine.model import StarPose
-from engine.pipeline import Lifter, TorchBackend
+from engine.core.checkpoint import load_checkpoint
+from engine.core.metrics import mpjve
+from engine.core.model import StarPose
+from engine.core.pipeline import Lifter
+from engine.core.torch_backend import TorchBackend
 
 from . import evaluate as ev
 

@@ -7,8 +7,8 @@
     python -m train.evaluate --data 3dhp --3dhp data_test_3dhp.npz --checkpoint ...
     python -m train.evaluate --data cmu --split tune --tune-rho 0,0.001,0.002,0.004 --checkpoint ...
 
-Inference is :class:`engine.pipeline.Lifter` (autoregressive, all clips of a split batched in one
-pass). Metrics (mm, root-relative): MPJPE, P-MPJPE, MPJVE, ACC-ERR (:mod:`engine.metrics`), plus
+Inference is :class:`engine.core.pipeline.Lifter` (autoregressive, all clips of a split batched in one
+pass). Metrics (mm, root-relative): MPJPE, P-MPJPE, MPJVE, ACC-ERR (:mod:`engine.core.metrics`), plus
 PCK@150 mm and AUC on the 14 MPI joints for 3dhp. Split-level numbers are frame-weighted means of
 the per-clip numbers. Noisy 2D = :func:`train.data.detector_noise` with default settings and a
 fixed seed per clip (``--noise-seed``). FPS = frames lifted / wall time of the batched pass on the
@@ -38,12 +38,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.camera import Intrinsics
-from engine.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
-from engine.metrics import MPI_PCK_JOINTS_H36M, acc_err, auc, mpjpe, mpjve, p_mpjpe, pck
-from engine.model import StarPose
-from engine.pipeline import Lifter, VideoInput
-from engine.skeleton import H36M17
+from engine.core.camera import Intrinsics
+from engine.core.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+from engine.core.metrics import MPI_PCK_JOINTS_H36M, acc_err, auc, mpjpe, mpjve, p_mpjpe, pck
+from engine.core.model import StarPose
+from engine.core.pipeline import Lifter, VideoInput
+from engine.core.skeleton import H36M17
 
 from .data import Clip, detector_artefacts, detector_noise
 
@@ -308,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-steps", type=int, default=None, help="override DDIM steps S of every model")
     p.add_argument("--hypotheses", type=int, default=None, help="override N of every model")
     p.add_argument("--noise", choices=("frame", "video"), default=None,
-                   help="override the GMM noise mode of every model (engine.pipeline docstring)")
+                   help="override the GMM noise mode of every model (engine.core.pipeline docstring)")
     p.add_argument("--no-per-clip", action="store_true")
     p.add_argument("--encoder-only", action="store_true", help="evaluate the context encoder alone (fast)")
     p.add_argument("--seed", type=int, default=0)

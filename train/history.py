@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from engine.skeleton import Skeleton
+from engine.core.skeleton import Skeleton
 
 from .config import TrainConfig
 

@@ -5,14 +5,14 @@ of the predicted frame-to-frame displacement) + 2.0 * velocity error (mean per-j
 
 Stage 3 (Eq. 17): L = L_diff + lambda_p L_p + lambda_s L_s + lambda_b L_b + lambda_d L_d, with L_diff
 the MSE between the predicted and the true GMM noise epsilon of Eq. 1 and the STPG terms
-(:func:`engine.guidance.stpg_terms`) of the clean estimate h_0|k, averaged over the batch.
+(:func:`engine.core.guidance.stpg_terms`) of the clean estimate h_0|k, averaged over the batch.
 """
 from __future__ import annotations
 
 import torch
 
-from engine.diffusion import predict_x0
-from engine.guidance import GuidanceInputs, stpg_terms
+from engine.core.diffusion import predict_x0
+from engine.core.guidance import GuidanceInputs, stpg_terms
 
 
 def weighted_mpjpe(pred: torch.Tensor, gt: torch.Tensor, w: torch.Tensor) -> torch.Tensor:

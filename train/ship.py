@@ -12,8 +12,8 @@ import argparse
 import json
 from pathlib import Path
 
-from engine.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint, read_metadata, save_checkpoint
-from engine.model import StarPose
+from engine.core.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint, read_metadata, save_checkpoint
+from engine.core.model import StarPose
 
 MAX_BYTES = 25 * 1024 * 1024
 

@@ -2,7 +2,7 @@
 
 Stage outputs in the run directory: ``context.safetensors`` (after stage 1), ``gmm.safetensors``
 (stage 2, a full model whose GMM is fitted; its denoiser is untrained), ``final.safetensors``
-(stage 3). Each is a normal :func:`engine.checkpoint.load_checkpoint` file. Resumable training
+(stage 3). Each is a normal :func:`engine.core.checkpoint.load_checkpoint` file. Resumable training
 state lives in ``<run>/context/`` and ``<run>/diffusion/`` (:mod:`train.common`).
 """
 from __future__ import annotations
@@ -17,11 +17,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from engine.checkpoint import save_checkpoint
-from engine.diffusion import ddim_next, ddim_timesteps, predict_x0, q_sample
-from engine.gmm import GMMParams, fit_gmm
-from engine.guidance import GuidanceInputs
-from engine.model import StarPose
+from engine.core.checkpoint import save_checkpoint
+from engine.core.diffusion import ddim_next, ddim_timesteps, predict_x0, q_sample
+from engine.core.gmm import GMMParams, fit_gmm
+from engine.core.guidance import GuidanceInputs
+from engine.core.model import StarPose
 
 from .common import Dist, cosine_lr, load_train_state, restore_optimizer, save_train_state
 from .config import TrainConfig
@@ -193,7 +193,7 @@ class DiffusionTrainable(nn.Module):
         cond = m.frame_condition(f2d_t, kp_t, hist2d, hist3d, mask)
         if t.rollout_mix > 0:
             # scheduled rollout: a fraction of the samples sit on the DDIM chain the sampler visits at
-            # inference (engine.sampler: x_K from x_0 := 0, then the model's own DDIM updates, no grad),
+            # inference (engine.core.sampler: x_K from x_0 := 0, then the model's own DDIM updates, no grad),
             # stopped at a random visited step; target = the noise that explains that state from the true x_0
             roll = torch.rand(B, generator=gen) < t.rollout_mix
             if roll.any():

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
-from engine.checkpoint import load_checkpoint
-from engine.config import StarPoseConfig
-from engine.model import StarPose
+from engine.core.checkpoint import load_checkpoint
+from engine.core.config import StarPoseConfig
+from engine.core.model import StarPose
 
 from .batches import ClipWindowSource, CMUWorldSource
 from .common import cleanup_distributed, get_logger, seed_everything, setup_distributed
@@ -103,7 +103,7 @@ def init_model(cfg: StarPoseConfig, init: list[str] | str | None, run_dir: Path,
 
 
 def make_source(args, tcfg, cfg: StarPoseConfig, d):
-    from engine.skeleton import get_skeleton
+    from engine.core.skeleton import get_skeleton
     skel = get_skeleton(cfg.skeleton)
     if args.data == "real":
         from .data import load_world_sets

@@ -1,4 +1,4 @@
-// engine._ortrunner: pybind11 binding of starpose::Runner (private; use engine.cpp_backend).
+// engine._ortrunner: pybind11 binding of starpose::Runner (private; use export.cpp_backend).
 // Each function validates its Python arguments, copies them into C++ buffers (so another thread
 // cannot change them mid-lift), releases the GIL and dispatches to the runner; results come back
 // as numpy arrays that own the runner's buffers (no copy). starpose::InputError -> ValueError,
@@ -234,13 +234,13 @@ FloatArray gmm_draw(const py::handle& weights, const py::handle& means, const py
 }  // namespace
 
 PYBIND11_MODULE(_ortrunner, m) {
-  m.doc() = "StarPose C++ runner on ONNX Runtime (private: use engine.cpp_backend)";
+  m.doc() = "StarPose C++ runner on ONNX Runtime (private: use export.cpp_backend)";
   py::register_exception<starpose::Error>(m, "RunnerError", PyExc_RuntimeError);
 
   m.def("load_onnxruntime", &starpose::load_onnxruntime, py::arg("library_path") = "",
         "dlopen ONNX Runtime's shared library once per process; returns its version.");
   m.def("gmm_draw", &gmm_draw, py::arg("weights"), py::arg("means"), py::arg("variances"), py::arg("seed"),
-        py::arg("index"), py::arg("n"), "N GMM samples (n, D) of the portable noise stream (engine/rng.py).");
+        py::arg("index"), py::arg("n"), "N GMM samples (n, D) of the portable noise stream (engine/core/rng.py).");
   m.def("onnxruntime_loaded", &starpose::onnxruntime_loaded, "Whether load_onnxruntime succeeded.");
 
   py::class_<starpose::Runner>(m, "Runner", "Sessions of one export directory; lift() is thread-safe.")

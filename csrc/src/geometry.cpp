@@ -21,7 +21,7 @@ void solve_root_translation(const float* rel, const float* kp, const float* intr
     b1 += wj * ry;
     b2 -= wj * (u * rx + v * ry);
   }
-  // A = [[sw, 0, -su], [0, sw, -sv], [-su, -sv, suu]] + eps I, solved like engine.camera.solve3x3
+  // A = [[sw, 0, -su], [0, sw, -sv], [-su, -sv, suu]] + eps I, solved like engine.core.camera.solve3x3
   const double a00 = sw + eps, a01 = 0, a02 = -su;
   const double a10 = 0, a11 = sw + eps, a12 = -sv;
   const double a20 = -su, a21 = -sv, a22 = suu + eps;

@@ -1,4 +1,4 @@
-// Camera geometry and the closed-form STPG gradient (engine/camera.py, engine/guidance.py),
+// Camera geometry and the closed-form STPG gradient (engine/core/camera.py, engine/core/guidance.py),
 // per pose, in double precision internally (float32 in and out).
 #pragma once
 
@@ -8,23 +8,23 @@
 
 namespace starpose {
 
-// engine.camera.solve_root_translation: root translation T (3,) of root-relative points rel
+// engine.core.camera.solve_root_translation: root translation T (3,) of root-relative points rel
 // (J, 3) seen at kp (J, 2) under intr [fx, fy, cx, cy], weights w (J,), by the 3x3 normal
 // equations solved with the adjugate (eps added to the diagonal).
 void solve_root_translation(const float* rel, const float* kp, const float* intr, const float* w, int joints,
                             double eps, double out[3]);
 
-// engine.input_norm.person_view + to_view for one video: per frame the minimal rotation rot (9,
+// engine.core.input_norm.person_view + to_view for one video: per frame the minimal rotation rot (9,
 // row-major) that turns the camera to look along the ray through the confidence-weighted mean of
 // the joints, and the 2D as that turned camera sees it (same intrinsics). kp (T, J, 2), conf (T, J),
 // intr [fx, fy, cx, cy] -> turned (T, J, 2), rot (T, 9).
 void person_view(const float* kp, const float* conf, int frames, int joints, const float* intr,
                  std::vector<float>& turned, std::vector<float>& rot);
 
-// engine.input_norm.from_view: poses (T, J, 3) in the turned cameras -> the real camera, in place.
+// engine.core.input_norm.from_view: poses (T, J, 3) in the turned cameras -> the real camera, in place.
 void from_view(float* poses, int frames, int joints, const std::vector<float>& rot);
 
-// engine.guidance.stpg_grad for the hypotheses of one video at one frame.
+// engine.core.guidance.stpg_grad for the hypotheses of one video at one frame.
 class StpgGrad {
  public:
   StpgGrad(const SkeletonSpec& skeleton, const GuidanceConstants& constants, int history);

@@ -1,4 +1,4 @@
-// The autoregressive loop of engine/pipeline.py (Lifter.lift) and engine/sampler.py on ORT.
+// The autoregressive loop of engine/core/pipeline.py (Lifter.lift) and engine/core/sampler.py on ORT.
 // Structure of one lift() call: validate -> sort videos by length (stable, longest first, so the
 // active videos at frame t are a prefix) -> per frame: context windows (one batched call for the
 // videos that enter a new window), condition graph (n active videos), noise, S DDIM steps (one
@@ -112,7 +112,7 @@ struct WindowPlan {
   int start, first, stop;   // window [start, start + F) lifts frames [first, stop)
 };
 
-// engine.pipeline.plan_windows
+// engine.core.pipeline.plan_windows
 std::vector<WindowPlan> plan_windows(int frames, int window) {
   std::vector<WindowPlan> plans;
   int s = 0;
@@ -268,7 +268,7 @@ class PhaseTimer {
   Clock::time_point start_ = Clock::now(), mark_ = start_;
 };
 
-// The state and buffers of one lift() call (engine.pipeline.Lifter.lift). Videos are sorted
+// The state and buffers of one lift() call (engine.core.pipeline.Lifter.lift). Videos are sorted
 // longest first, so the n videos active at frame t are rows [0, n) of every buffer; buffers are
 // sized for all B videos once, and ORT reads from and writes into them directly.
 class LiftJob {
@@ -405,7 +405,7 @@ void LiftJob::context_windows(int t, int n) {
   for (int i = 0; i < W; ++i) {
     const int b = need[i];
     const int start = plans[b][++cursor[b]].start, T = vid[b]->frames;
-    for (int f = 0; f < F; ++f) {   // engine.pipeline.window_slice: pad by repeating the last frame
+    for (int f = 0; f < F; ++f) {   // engine.core.pipeline.window_slice: pad by repeating the last frame
       const int src = std::min(start + f, T - 1);
       std::memcpy(&ctx_in[i * win_kp + static_cast<size_t>(f) * J * 2], vid[b]->kp2d + static_cast<size_t>(src) * J * 2,
                   sizeof(float) * J * 2);
@@ -456,18 +456,18 @@ void LiftJob::initial_noise(int t, int n) {
       continue;
     }
     float* keep = drawn.empty() ? nullptr : &video_samples[static_cast<size_t>(b) * N * D3];
-    if (keep && drawn[b]) {   // noise 'video': the video's first draw, reused (engine.pipeline.Lifter._draw)
+    if (keep && drawn[b]) {   // noise 'video': the video's first draw, reused (engine.core.pipeline.Lifter._draw)
       std::memcpy(s, keep, sizeof(float) * N * D3);
       continue;
     }
-    // engine.rng: the portable stream keyed by (seed, draw index); 'video' draws once, index 0
+    // engine.core.rng: the portable stream keyed by (seed, draw index); 'video' draws once, index 0
     gmm_draw(cdf, spec.gmm_means.data(), gmm_std.data(), D3, st.seed, keep ? 0 : static_cast<uint64_t>(t), N, s);
     if (keep) {
       std::memcpy(keep, s, sizeof(float) * N * D3);
       drawn[b] = 1;
     }
   }
-  // engine.sampler.initial_noise: x_K = mu (1 - sqrt(a_K)) + sqrt(1 - a_K) (s - mu)
+  // engine.core.sampler.initial_noise: x_K = mu (1 - sqrt(a_K)) + sqrt(1 - a_K) (s - mu)
   const float aK = spec.alphas_bar.back(), c0 = 1.f - std::sqrt(aK), c1 = std::sqrt(1.f - aK);
   const float* mu = spec.gmm_mean.data();
   for (size_t i = 0; i < static_cast<size_t>(n) * N * D3; ++i) {
@@ -486,7 +486,7 @@ void LiftJob::sample(int n) {
   for (int r = 0; r < R; ++r) std::memcpy(&cond_r[r * JD], &cond[(r / N) * JD], sizeof(float) * JD);
   if (use_guidance)   // the energy's history window is step-invariant
     for (int b = 0; b < n; ++b) stpg[b].set_history(&hist3d[b * L * J3], &mask[static_cast<size_t>(b) * L]);
-  // pose = init3d + scale * src, per row (engine.gmm: the diffusion runs in normalised residual space)
+  // pose = init3d + scale * src, per row (engine.core.gmm: the diffusion runs in normalised residual space)
   auto to_pose = [&](const std::vector<float>& src) {
     for (int r = 0; r < R; ++r) {
       const float* in = &init_t[(r / N) * J3];
@@ -525,7 +525,7 @@ void LiftJob::sample(int n) {
       x[i] = m + n_x0 * (x0[i] - m) + n_eps * eps[i];   // Algorithm 1 line 5
     }
     if (use_guidance) {
-      for (size_t p = 0; p < static_cast<size_t>(R) * J; ++p) {   // engine.sampler.guidance_step
+      for (size_t p = 0; p < static_cast<size_t>(R) * J; ++p) {   // engine.core.sampler.guidance_step
         const float sx = gs.rho * grad[3 * p], sy = gs.rho * grad[3 * p + 1], sz = gs.rho * grad[3 * p + 2];
         const float f = gs.max_step / std::max(std::sqrt(sx * sx + sy * sy + sz * sz), gs.max_step);
         x[3 * p] -= sx * f / scale;
@@ -555,7 +555,7 @@ void LiftJob::finish_frame(int t, int n) {
     for (int i = 0; i < N; ++i)
       for (size_t q = 0; q < J3; ++q) agg[q] += hyps[i * J3 + q];
     for (size_t q = 0; q < J3; ++q) agg[q] /= static_cast<float>(N);
-    if (st.aggregation == "reproj") {   // engine.sampler.aggregate: per joint the hypothesis closest in 2D
+    if (st.aggregation == "reproj") {   // engine.core.sampler.aggregate: per joint the hypothesis closest in 2D
       double T[3];
       const float* in4 = &intr[b * 4];
       const float* kp = &kp_t[b * J * 2];
@@ -589,7 +589,7 @@ void LiftJob::finish_frame(int t, int n) {
     }
     std::memcpy(&out.poses[t * J3], agg.data(), sizeof(float) * J3);
     std::memcpy(&out.initial[t * J3], &init_t[b * J3], sizeof(float) * J3);
-    // history push (engine.pipeline._History.push): drop slot 0, frame t goes to slot L - 1
+    // history push (engine.core.pipeline._History.push): drop slot 0, frame t goes to slot L - 1
     float* h2 = &hist2d[static_cast<size_t>(b) * L * J * 2];
     float* h3 = &hist3d[b * L * J3];
     float* mk = &mask[static_cast<size_t>(b) * L];
@@ -609,7 +609,7 @@ std::vector<LiftOutput> Runner::lift(const std::vector<VideoView>& videos, const
   validate(videos, settings, impl_->spec);
   if (videos.empty()) return {};
   if (!settings.person_view) return LiftJob(*impl_, videos, settings).run(progress, stats);
-  // engine.pipeline.Lifter._in_view: turn every frame's camera to the person, lift, turn back
+  // engine.core.pipeline.Lifter._in_view: turn every frame's camera to the person, lift, turn back
   const int J = impl_->spec.joints;
   std::vector<std::vector<float>> turned(videos.size()), rots(videos.size());
   std::vector<VideoView> views = videos;
@@ -652,7 +652,7 @@ void camera_normalize(const float* pixels, int frames, int joints, int channels,
   const float w = static_cast<float>(camera.width), off_y = static_cast<float>(camera.height) / w;
   for (size_t i = 0; i < static_cast<size_t>(frames) * joints; ++i) {
     const float* p = pixels + i * channels;
-    kp2d[2 * i] = p[0] / w * 2.f - 1.f;   // engine.camera.normalize_screen
+    kp2d[2 * i] = p[0] / w * 2.f - 1.f;   // engine.core.camera.normalize_screen
     kp2d[2 * i + 1] = p[1] / w * 2.f - off_y;
     conf[i] = channels == 3 ? std::min(1.f, std::max(0.f, p[2])) : 1.f;
   }

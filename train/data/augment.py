@@ -2,21 +2,21 @@
 
 All randomness comes from an explicit ``np.random.Generator`` argument (no global RNG), so a
 caller that seeds its generator gets identical results. Units: pixels for 2D, millimetres for 3D.
-Camera convention (OpenCV, as :mod:`engine.camera`): x right, y down, z forward,
+Camera convention (OpenCV, as :mod:`engine.core.camera`): x right, y down, z forward,
 ``X_cam = R @ X_world + t``, ``u = fx X / Z + cx``.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from engine.camera import H36M_FOCAL_RATIO, Intrinsics
-from engine.skeleton import Skeleton
+from engine.core.camera import H36M_FOCAL_RATIO, Intrinsics
+from engine.core.skeleton import Skeleton
 
 # --------------------------------------------------------------------------------------------
 # projection
 
 def project_points(cam3d: np.ndarray, intr: Intrinsics, min_depth: float = 1e-3) -> np.ndarray:
-    """Numpy twin of :func:`engine.camera.project` (same distortion model): (..., 3) -> (..., 2) px."""
+    """Numpy twin of :func:`engine.core.camera.project` (same distortion model): (..., 3) -> (..., 2) px."""
     p = np.asarray(cam3d, dtype=np.float64)
     z = np.maximum(p[..., 2:3], min_depth)
     xy = p[..., :2] / z
@@ -120,7 +120,7 @@ def random_virtual_camera(world: np.ndarray, rng: np.random.Generator, *, root: 
     """A random camera around a motion, Human3.6M-like.
 
     Intrinsics: ``fx = fy = focal * (1 + U(-focal_jitter, focal_jitter))`` with ``focal`` default
-    1145 px for a 1000 px image (:data:`engine.camera.H36M_FOCAL_RATIO` x max(W, H)), principal point
+    1145 px for a 1000 px image (:data:`engine.core.camera.H36M_FOCAL_RATIO` x max(W, H)), principal point
     the image centre + ``U(-principal_jitter_px, principal_jitter_px)`` per axis, no distortion.
     Extrinsics: azimuth ``U(0, 2 pi)``; horizontal distance ``U(distance_range)`` from the
     trajectory centre (centre of the root's xy bounding box), at least ``radius + clearance`` where

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.camera import Intrinsics
+from engine.core.camera import Intrinsics
 
 
 @dataclass(frozen=True, eq=False)
@@ -59,7 +59,7 @@ class Clip:
         if not np.isfinite(pos).all():
             raise ValueError(f"{where}: positions_3d has {int((~np.isfinite(pos)).sum())} non-finite values")
         if not isinstance(self.intrinsics, Intrinsics):
-            raise ValueError(f"{where}: intrinsics must be engine.camera.Intrinsics, "
+            raise ValueError(f"{where}: intrinsics must be engine.core.camera.Intrinsics, "
                              f"got {type(self.intrinsics).__name__}")
         fps = float(self.fps)
         if not np.isfinite(fps) or fps <= 0:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.camera import Intrinsics
+from engine.core.camera import Intrinsics
 
 from .clip import Clip
 

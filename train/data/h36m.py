@@ -1,7 +1,7 @@
 """Human3.6M in the VideoPose3D npz format (anchors.md section 5.2).
 
 * ``data_3d_h36m.npz``: ``positions_3d`` -> {subject: {action: (T, 32, 3) float32 metres, world}}.
-  The 32 mocap joints are reduced to the 17 of :data:`engine.skeleton.H36M17` by keeping
+  The 32 mocap joints are reduced to the 17 of :data:`engine.core.skeleton.H36M17` by keeping
   :data:`H36M32_TO_17` and converted to millimetres, then to each camera's frame with
   ``X_cam = qrot(q^-1, X_world - translation)`` (table in :mod:`train.data.h36m_cameras`).
 * ``data_2d_h36m_*.npz``: ``positions_2d`` -> {subject: {action: [4 x (T2, 17, 2) px]}}, cameras in
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.skeleton import H36M17, Skeleton
+from engine.core.skeleton import H36M17, Skeleton
 
 from .clip import Clip
 from .h36m_cameras import H36M_CAMERAS, H36M_EXTRINSICS, H36M_FPS, H36M_TEST, H36M_TRAIN, camera_index

@@ -5,7 +5,7 @@ Values are those of VideoPose3D's ``common/h36m_dataset.py`` as recorded in
 
 * intrinsics are shared by all subjects: focal length and principal point in pixels, radial
   distortion k1, k2, k3 and tangential p1, p2 (VideoPose3D's ``project_to_2d`` model, the same as
-  :func:`engine.camera.project`), image size and the visualisation azimuth;
+  :func:`engine.core.camera.project`), image size and the visualisation azimuth;
 * extrinsics are per subject and camera: the camera **orientation** quaternion (w, x, y, z) and
   the camera **position** ``translation`` in the world frame, in millimetres (VideoPose3D divides
   it by 1000; this package keeps millimetres throughout). A world point maps to the camera frame
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.camera import Intrinsics
+from engine.core.camera import Intrinsics
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class H36MCameraIntrinsics:
     azimuth_deg: float                          # only used for visualisation
 
     def to_intrinsics(self, distortion: bool = True) -> Intrinsics:
-        """As an :class:`engine.camera.Intrinsics` (distortion k1, k2, k3, p1, p2 unless disabled)."""
+        """As an :class:`engine.core.camera.Intrinsics` (distortion k1, k2, k3, p1, p2 unless disabled)."""
         dist = (*self.radial, *self.tangential) if distortion else None
         return Intrinsics(self.focal[0], self.focal[1], self.center[0], self.center[1],
                           self.width, self.height, dist)
@@ -188,7 +188,7 @@ def camera_index(camera: int | str) -> int:
 
 
 def h36m_intrinsics(camera: int | str, distortion: bool = True) -> Intrinsics:
-    """:class:`engine.camera.Intrinsics` of one Human3.6M camera (index or id)."""
+    """:class:`engine.core.camera.Intrinsics` of one Human3.6M camera (index or id)."""
     return H36M_CAMERAS[camera_index(camera)].to_intrinsics(distortion)
 
 

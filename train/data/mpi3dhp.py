@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.camera import Intrinsics
-from engine.skeleton import H36M17, Skeleton
+from engine.core.camera import Intrinsics
+from engine.core.skeleton import H36M17, Skeleton
 
 from .clip import Clip
 

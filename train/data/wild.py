@@ -9,10 +9,10 @@ Two things a lifter meets outside Human3.6M and that the CMU/HDM05 sets' own cam
   pitch (and a little roll), the person anywhere in the frame and partly leaving it;
 * **detector artefacts** (:func:`detector_artefacts`): jitter that scales with the person's
   size in pixels, outlier joints, joints missing for a while (confidence 0, filled in time as
-  :func:`engine.resample.fill_missing` does for users' input), low confidences outside the
+  :func:`engine.front.resample.fill_missing` does for users' input), low confidences outside the
   image, and the systematic differences between a 2D detector's joint definitions and mocap
   joints (hips wider and higher, shoulders, nose and head top elsewhere) including the
-  project's own COCO-17 conversion rule (:mod:`engine.formats`: pelvis = mean of the hips,
+  project's own COCO-17 conversion rule (:mod:`engine.front.formats`: pelvis = mean of the hips,
   thorax = mean of the shoulders, spine = their mean).
 
 All randomness comes from an explicit ``np.random.Generator``. Units: pixels for 2D,
@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.camera import Intrinsics
-from engine.resample import fill_missing
-from engine.skeleton import Skeleton
+from engine.core.camera import Intrinsics
+from engine.core.skeleton import Skeleton
+from engine.front.resample import fill_missing
 
 from .augment import ar1_noise, look_at, project_points
 
@@ -226,7 +226,7 @@ def _definition_offsets(kp: np.ndarray, skeleton: Skeleton, rng: np.random.Gener
     neck = kp[:, j["neck_nose"]]
     out[:, j["neck_nose"]] = neck + rng.uniform(-0.2, 0.2) * (neck - thorax)
     out[:, j["head"]] = kp[:, j["head"]] + rng.uniform(-0.35, 0.25) * (kp[:, j["head"]] - neck)
-    if coco_rule:                                   # engine.formats' COCO-17 -> H36M synthesis
+    if coco_rule:                                   # engine.front.formats' COCO-17 -> H36M synthesis
         out[:, j["pelvis"]] = (out[:, j["r_hip"]] + out[:, j["l_hip"]]) / 2
         out[:, j["thorax"]] = (out[:, j["l_shoulder"]] + out[:, j["r_shoulder"]]) / 2
         out[:, j["spine"]] = (out[:, j["pelvis"]] + out[:, j["thorax"]]) / 2
@@ -251,7 +251,7 @@ def detector_artefacts(kp2d: np.ndarray, intr: Intrinsics, skeleton: Skeleton, r
       the person's size in a random direction, confidence ``U(0.02, 0.3)``;
     * missing: with probability ``missing_prob`` per clip, 1-3 joints are lost for a burst of
       5-40 frames each (confidence 0, coordinates filled in time by
-      :func:`engine.resample.fill_missing`, as the readers do for users' input);
+      :func:`engine.front.resample.fill_missing`, as the readers do for users' input);
     * outside the image: confidence ``U(0, 0.3)``.
 
     Confidences of the other joints: ``0.05 + 0.9 exp(-0.5 (e / 3 sigma)^2)`` of their error e

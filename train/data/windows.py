@@ -37,8 +37,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from engine.camera import normalize_screen
-from engine.skeleton import H36M17, Skeleton
+from engine.core.camera import normalize_screen
+from engine.core.skeleton import H36M17, Skeleton
 
 from .augment import detector_noise, flip_clip
 from .clip import Clip

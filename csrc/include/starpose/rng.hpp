@@ -1,4 +1,4 @@
-// Portable diffusion noise, the C++ twin of engine/rng.py (read its docstring; keep both in
+// Portable diffusion noise, the C++ twin of engine/core/rng.py (read its docstring; keep both in
 // step; tests/test_rng.py checks them against each other). Header-only and public, so a C++
 // application can draw the same noise as Python for a seed.
 //

@@ -1,17 +1,17 @@
-// StarPose C++ runner: the whole autoregressive lifting loop of engine/pipeline.py (Lifter.lift)
+// StarPose C++ runner: the whole autoregressive lifting loop of engine/core/pipeline.py (Lifter.lift)
 // on ONNX Runtime's C++ API, with no Python in it.
 //
 // Inputs are the directory written by `python -m export.onnx` (context.onnx, condition.onnx,
 // denoiser.onnx, runner.json; stpg_grad.onnx is not needed: the x0-mode STPG gradient of
-// engine/guidance.py is computed here in closed form) and 2D keypoints in normalised screen units
+// engine/core/guidance.py is computed here in closed form) and 2D keypoints in normalised screen units
 // (camera_normalize() converts pixels). ONNX Runtime's shared library is loaded at run time with
 // dlopen (load_onnxruntime), so nothing links against it and the header needs no ORT headers.
 //
 // Per video and frame, exactly as the Python pipeline: context windows of F frames planned like
-// engine.pipeline.plan_windows/window_slice; the condition graph over the past L frames; N GMM
+// engine.core.pipeline.plan_windows/window_slice; the condition graph over the past L frames; N GMM
 // noise samples (given by the caller, or drawn from the portable counter-based stream of
-// engine/rng.py keyed by (seed, frame) per video, so a seed gives the same noise here, in every
-// Python backend and on every platform up to libm rounding); initial noise per engine.sampler.initial_noise; S DDIM steps with the N
+// engine/core/rng.py keyed by (seed, frame) per video, so a seed gives the same noise here, in every
+// Python backend and on every platform up to libm rounding); initial noise per engine.core.sampler.initial_noise; S DDIM steps with the N
 // hypotheses of all active videos in one denoiser call per step; STPG (x0 mode) with the
 // max_step trust region; mean or reproj aggregation; spread; history push.
 //
@@ -63,9 +63,9 @@ struct LiftSettings {
   std::string aggregation = "mean";              // "mean" | "reproj"
   std::string noise = "frame";                   // "frame": fresh GMM draws per frame | "video": one draw reused
   GuidanceSettings guidance;
-  uint64_t seed = 0;                             // noise seed (engine/rng.py: per video, keyed by (seed, frame))
+  uint64_t seed = 0;                             // noise seed (engine/core/rng.py: per video, keyed by (seed, frame))
   bool person_view = false;                      // lift in each frame's person-centred camera
-                                                 // (engine/input_norm.py); default: runner.json's input_view
+                                                 // (engine/core/input_norm.py); default: runner.json's input_view
 };
 
 // One video, caller-owned memory, normalised screen units.
@@ -128,8 +128,8 @@ class Runner {
   std::unique_ptr<Impl> impl_;
 };
 
-// Pinhole camera in pixels (engine/camera.py Intrinsics).
-// Default focal length / longest image side (engine.camera.H36M_FOCAL_RATIO; runner.json's
+// Pinhole camera in pixels (engine/core/camera.py Intrinsics).
+// Default focal length / longest image side (engine.core.camera.H36M_FOCAL_RATIO; runner.json's
 // constants.default_focal_ratio must equal it, checked when a Runner loads an export).
 constexpr double kDefaultFocalRatio = 1.145;
 

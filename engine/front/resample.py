@@ -1,7 +1,7 @@
 """Operations along time: filling missing joints, and resampling between frame rates.
 
 Missing joints (:func:`fill_missing`). A joint is missing in a frame when its coordinates are NaN
-(see :func:`engine.io.check_keypoints`: a missing joint has NaN in both x and y) or, when a
+(see :func:`engine.front.io.check_keypoints`: a missing joint has NaN in both x and y) or, when a
 threshold is given, when its confidence is below it. Each joint is filled on its own, by linear
 interpolation in time between the nearest frames where it is valid; before its first and after its
 last valid frame it holds the nearest valid position (no extrapolation). A frame in which no joint
@@ -21,7 +21,7 @@ from collections import deque
 
 import numpy as np
 
-from .io import InputError
+from ..core.errors import InputError
 
 
 def fill_missing(keypoints: np.ndarray, conf_threshold: float | None = None,
@@ -64,7 +64,7 @@ def fill_missing(keypoints: np.ndarray, conf_threshold: float | None = None,
 
 def _nearest_valid_joints(targets, sources, parents, j_len) -> dict[int, int]:
     if parents is None:
-        from .skeleton import H36M17
+        from ..core.skeleton import H36M17
         parents = H36M17.parents if j_len == H36M17.num_joints else None
     if parents is None:                       # no skeleton known: the lowest valid index
         return {j: sources[0] for j in targets}

@@ -37,7 +37,7 @@ mean(hips), thorax = mean(shoulders), spine = mean(pelvis, thorax), neck_nose = 
 Confidence of a synthesised joint: the **minimum** over its sources (a made-up joint is only as
 trustworthy as its weakest input; with ``--conf-threshold`` it is missing as soon as one source
 is). A joint is *missing* when any of its sources has NaN coordinates (then the H36M joint's
-coordinates are NaN too); :func:`engine.resample.fill_missing` fills missing joints later.
+coordinates are NaN too); :func:`engine.front.resample.fill_missing` fills missing joints later.
 
 Channels: (T, J, 2) pixels, (T, J, 3) pixels + confidence; mediapipe33 also (T, 33, 4)
 ``x, y, z, visibility`` (z is dropped). OpenPose writes ``0, 0, 0`` for an undetected joint:
@@ -49,7 +49,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .io import InputError, check_keypoints
+from ..core.errors import InputError
+from .io import check_keypoints
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ sampler or STPG; about 70x faster, deterministic, and every frame equals the aut
 path's ``initial``.
 
 Randomness: each video draws its GMM noise from the portable counter-based stream of
-:mod:`engine.rng`, keyed by ``seed`` and the video's own draw index (its frame index), so a video's
+:mod:`engine.core.rng`, keyed by ``seed`` and the video's own draw index (its frame index), so a video's
 noise does not depend on which other videos share its batch, and ``seed`` gives the same noise in
 every backend and in the C++ runner. The result then depends on the batch only through float
 rounding of the batched matrix products: on the development CPU torch's GEMM gives a row the same
@@ -39,14 +39,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .backend import Backend
 from .camera import Intrinsics, normalize_screen
 from .config import StarPoseConfig
+from .errors import InputError
 from .guidance import GuidanceInputs
 from .input_norm import from_view, person_view, to_view
-from .io import InputError
 from .model import StarPose
 from .rng import PortableGMM
-from .sampler import aggregate, initial_noise, sample_frame
+from .sampler import aggregate, initial_noise
+from .torch_backend import TorchBackend
 
 MAX_NORMALIZED = 1000.0      # |normalised screen coordinate| beyond this (~500 image widths) is refused
 
@@ -62,9 +64,9 @@ class VideoInput:
     def from_pixels(cls, keypoints: np.ndarray, intrinsics: Intrinsics) -> "VideoInput":
         """keypoints: (T, J, 2) pixels or (T, J, 3) with a confidence channel, all finite.
 
-        Raises :class:`engine.io.InputError` for NaN, inf or coordinates hundreds of image widths
+        Raises :class:`engine.front.io.InputError` for NaN, inf or coordinates hundreds of image widths
         away (one bad joint would turn every later pose of the autoregressive loop into NaN);
-        :class:`engine.api.StarPoseLifter` and the CLI fill missing joints before they get here.
+        :class:`engine.front.api.StarPoseLifter` and the CLI fill missing joints before they get here.
         """
         arr = np.asarray(keypoints, dtype=np.float32)
         if arr.ndim != 3 or arr.shape[-1] not in (2, 3):
@@ -77,7 +79,7 @@ class VideoInput:
         if broken.any():
             t, j = (int(v) for v in broken.nonzero()[0])
             raise InputError(f"keypoints: {int(broken.sum())} joint(s) with NaN or inf, first at frame {t}, joint "
-                             f"{j}; fill missing joints first (engine.api.StarPoseLifter does)")
+                             f"{j}; fill missing joints first (engine.front.api.StarPoseLifter does)")
         if far.any():
             t, j = (int(v) for v in far.nonzero()[0])
             raise InputError(f"keypoints: {int(far.sum())} joint(s) lie hundreds of image widths outside the "
@@ -116,26 +118,6 @@ def window_slice(x: torch.Tensor, start: int, window: int) -> torch.Tensor:
     return w
 
 
-class TorchBackend:
-    """Eager PyTorch execution of the three stages: the reference every backend must match."""
-    name = "torch"
-
-    def __init__(self, model: StarPose):
-        self.model = model
-
-    def context(self, kp_windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(W, F, J, 2) -> f_2D (W, F, J, C), init3d (W, F, J, 3)."""
-        with torch.no_grad():
-            return self.model.context(kp_windows)
-
-    def condition(self, f2d, kp2d, hist2d, hist3d, mask) -> torch.Tensor:
-        with torch.no_grad():
-            return self.model.frame_condition(f2d, kp2d, hist2d, hist3d, mask)
-
-    def sample(self, cond, init3d, x_k, steps, guidance, gin) -> torch.Tensor:
-        return sample_frame(self.model, cond, init3d, x_k, steps, guidance, gin)
-
-
 class _History:
     """Batched autoregressive state: the past L frames per video and the per-video draw counters."""
 
@@ -159,22 +141,21 @@ class Lifter:
 
     Args:
         model: the model (its config decides N, S, guidance, aggregation unless overridden).
-        backend: an object with ``context``, ``condition`` and ``sample`` (default: eager torch).
+        backend: a :class:`engine.core.backend.Backend` (default: the eager
+            :class:`engine.core.torch_backend.TorchBackend`).
         cfg: optional config overriding the model's inference settings (diffusion / guidance).
     """
 
     ENCODER_WINDOW_BATCH = 32     # context windows per call on the encoder-only path (bounds memory)
 
-    def __init__(self, model: StarPose, backend=None, cfg: StarPoseConfig | None = None):
+    def __init__(self, model: StarPose, backend: Backend | None = None, cfg: StarPoseConfig | None = None):
         self.model = model.eval()
         self.backend = backend or TorchBackend(model)
         self.cfg = cfg or model.cfg
         self.device = next(model.parameters()).device
         g = model.gmm
         self.noise_source = PortableGMM(g.weights.cpu().numpy(), g.means.cpu().numpy(), g.variances.cpu().numpy())
-        check = getattr(self.backend, "check_config", None)
-        if check is not None:
-            check(self.cfg)     # e.g. exported backends reject guidance mode 'full' up front
+        self.backend.check_config(self.cfg)     # e.g. exported backends reject guidance mode 'full' up front
 
     # -- one autoregressive step for the first n rows of a batch ------------------------------
     def _step(self, state: _History, n: int, f2d, init3d, kp2d, conf, intr, samples=None):
@@ -217,7 +198,7 @@ class Lifter:
 
     def _in_view(self, videos: list[VideoInput], run) -> list[LiftResult]:
         """Run ``run(videos)`` in each frame's person-centred camera when the model lifts there
-        (``cfg.input_view == 'person'``, :mod:`engine.input_norm`), and turn the 3D back."""
+        (``cfg.input_view == 'person'``, :mod:`engine.core.input_norm`), and turn the 3D back."""
         if self.model.cfg.input_view != "person" or not videos:
             return run(videos)
         views = [person_view(v.kp2d, v.conf, v.intr) for v in videos]              # (T, 3, 3) each
@@ -237,7 +218,7 @@ class Lifter:
             return self._encoder_only(videos, progress, self.ENCODER_WINDOW_BATCH)
         if not videos:
             return []
-        if hasattr(self.backend, "lift"):
+        if self.backend.whole_loop:
             return self.backend.lift(videos, seed=seed, progress=progress, noise=noise, cfg=self.cfg)
         window = self.model.cfg.context.frames
         j = self.model.num_joints
@@ -301,8 +282,8 @@ class Lifter:
         Every backend runs its own ``context`` stage: eager torch for ``torch`` and ``triton``
         (Triton fuses only the sampler), the exported context graph on ONNX Runtime for ``onnx``,
         and for ``cpp``, whose ``lift`` replaces the whole loop in C++, the same exported graph
-        through ORT's Python API (:meth:`engine.cpp_backend.CppBackend.context`), not the C++
-        runner. A backend without ``context`` falls back to the eager model.
+        through ORT's Python API (:meth:`export.cpp_backend.CppBackend.context`), not the C++
+        runner.
 
         Args:
             videos: prepared inputs; lengths may differ.
@@ -314,7 +295,7 @@ class Lifter:
         return self._in_view(videos, lambda vids: self._encoder_only(vids, progress, window_batch))
 
     def _encoder_only(self, videos: list[VideoInput], progress, window_batch: int) -> list[LiftResult]:
-        context = getattr(self.backend, "context", None) or TorchBackend(self.model).context
+        context = self.backend.context
         window = self.model.cfg.context.frames
         j = self.model.num_joints
         jobs = [(i, start, first, stop) for i, v in enumerate(videos)

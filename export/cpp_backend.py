@@ -1,14 +1,14 @@
-"""The C++ runner backend (registered as ``"cpp"``): the whole autoregressive loop in C++ on ORT.
+"""The C++ runner backend (registered as ``cpp``): the whole autoregressive loop in C++ on ORT.
 
 :class:`CppBackend` wraps ``engine._ortrunner`` (csrc/, built by ``pip install -e .``). Its
-``lift`` replaces :meth:`engine.pipeline.Lifter.lift` entirely: context windows, condition
+``lift`` replaces :meth:`engine.core.pipeline.Lifter.lift` entirely: context windows, condition
 graph, GMM noise, DDIM steps with x0-mode STPG, aggregation and history all run in C++ with the
 GIL released, so several Python threads can lift at once. Given ``noise`` it reproduces the torch
 pipeline (tests/test_cpp.py); without it the noise comes from the portable stream of
-:mod:`engine.rng` (csrc/include/starpose/rng.hpp), the same numbers torch draws for the seed.
+:mod:`engine.core.rng` (csrc/include/starpose/rng.hpp), the same numbers torch draws for the seed.
 
 The per-stage methods (``context``, ``condition``, ``sample``, used by
-:class:`engine.pipeline.StreamingLifter`) run the same exported graphs through ONNX Runtime's
+:class:`engine.core.pipeline.StreamingLifter`) run the same exported graphs through ONNX Runtime's
 Python API (export.ort_backend.OrtBackend).
 
 ONNX Runtime's shared library is taken from the installed onnxruntime wheel
@@ -20,16 +20,21 @@ import glob
 import importlib.util
 import os
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
-from .backends import BackendUnavailable
-from .diffusion import ddim_timesteps
-from .model import StarPose
-from .pipeline import LiftResult, VideoInput
+from engine.core.backend import BackendUnavailable
+from engine.core.diffusion import ddim_timesteps
+from engine.core.model import StarPose
+from engine.core.pipeline import LiftResult, VideoInput
+
+from .cache import export_cached
+from .ort_backend import OrtBackend, OrtOptions, check_export_matches, check_guidance_mode
+from .spec import ExportError, load_spec
 
 try:
-    from . import _ortrunner
+    from engine import _ortrunner
     _IMPORT_ERROR: str | None = None
 except ImportError as e:   # not built (no compiler at install time, STARPOSE_SKIP_CPP=1, ...)
     _ortrunner = None
@@ -94,16 +99,16 @@ class CppBackend:
         threads: ORT intra-op threads per session (1: run on the calling thread; best for many
             concurrent lifts; 2 can help a single video on an idle machine).
     """
-    name = "cpp"
+    name: ClassVar[str] = "cpp"
+    Options: ClassVar[type] = OrtOptions
+    whole_loop: ClassVar[bool] = True
+    batch_invariant: ClassVar[bool] = False
 
     def __init__(self, model: StarPose, device: str | torch.device = "cpu", export_dir: str | Path | None = None,
                  threads: int = 1):
         reason = unavailable_reason()
         if reason is not None:
             raise BackendUnavailable(reason)
-        from export.cache import export_cached
-        from export.ort_backend import check_export_matches
-        from export.spec import ExportError, load_spec
         self.model = model.eval()
         self.device = torch.device(device)
         if export_dir is None:
@@ -120,26 +125,24 @@ class CppBackend:
 
     def check_config(self, cfg) -> None:
         """Raise ValueError for settings this backend cannot run."""
-        from export.ort_backend import check_guidance_mode
         check_guidance_mode(cfg.guidance, self.name)
 
     def settings(self, cfg=None) -> dict:
         """The runner settings for a config (the model's when None)."""
         cfg = cfg or self.model.cfg
-        from export.ort_backend import check_guidance_mode
         check_guidance_mode(cfg.guidance, self.name)
         g = cfg.guidance
         return {"hypotheses": cfg.diffusion.hypotheses,
                 "ddim_pairs": ddim_timesteps(self.model.cfg.diffusion.train_steps, cfg.diffusion.sample_steps),
                 "aggregation": cfg.diffusion.aggregation, "noise": cfg.diffusion.noise,
-                "person_view": False,   # engine.pipeline.Lifter has turned the videos already
+                "person_view": False,   # engine.core.pipeline.Lifter has turned the videos already
                 "guidance": {"enabled": g.enabled, "lambda_p": g.lambda_p, "lambda_s": g.lambda_s,
                              "lambda_b": g.lambda_b, "lambda_d": g.lambda_d, "rho": g.rho, "max_step": g.max_step}}
 
     def lift(self, videos: list[VideoInput], seed: int = 0, progress=None, noise=None, cfg=None) -> list[LiftResult]:
-        """engine.pipeline.Lifter.lift in C++ (same arguments, same results given ``noise``).
+        """engine.core.pipeline.Lifter.lift in C++ (same arguments, same results given ``noise``).
 
-        Called by :class:`engine.pipeline.Lifter` with videos already turned to the person view
+        Called by :class:`engine.core.pipeline.Lifter` with videos already turned to the person view
         (``input_view 'person'``), so the runner is told not to turn them again; a C++
         application calling the runner directly gets the turn from runner.json's default.
         """
@@ -155,7 +158,6 @@ class CppBackend:
     # -- per-stage API (StreamingLifter): the same graphs through ORT's Python API ----------------
     def _stage_backend(self):
         if self._stages is None:
-            from export.ort_backend import OrtBackend
             self._stages = OrtBackend(self.model, self.device, export_dir=self.export_dir)
         return self._stages
 

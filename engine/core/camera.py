@@ -8,7 +8,7 @@ normalised units, so one model serves every image size.
 
 Default intrinsics when a user gives only the image size: ``fx = fy = 1.145 * max(W, H)`` (the
 Human3.6M focal-to-width ratio, 1145 px at 1000 px) and the principal point at the image centre.
-Models with person-normalised input (:mod:`engine.input_norm`) never see the focal length; it
+Models with person-normalised input (:mod:`engine.core.input_norm`) never see the focal length; it
 sets the person view's turn and STPG's geometry.
 
 Distortion (radial k1, k2, k3 and tangential p1, p2) follows VideoPose3D's ``project_to_2d``.

@@ -117,11 +117,11 @@ class StarPoseConfig:
     name: str = "paper"
     skeleton: str = "h36m17"
     fps: float = 50.0          # the rate the model was trained at
-    # what the networks see of the 2D (engine/input_norm.py): 'person' (per-frame centred and
+    # what the networks see of the 2D (engine/core/input_norm.py): 'person' (per-frame centred and
     # scaled by the person's extent) or 'screen' (the default only so that checkpoints written
     # before this field existed load with the representation they were trained on)
     input_norm: str = "screen"
-    # the camera the networks lift in (engine/input_norm.py): 'person' (turned to look straight at
+    # the camera the networks lift in (engine/core/input_norm.py): 'person' (turned to look straight at
     # the person, per frame) or 'camera' (the real one; the default for checkpoints without the field)
     input_view: str = "camera"
     context: ContextConfig = field(default_factory=ContextConfig)

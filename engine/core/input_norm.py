@@ -1,9 +1,9 @@
 """What the networks see of the 2D: the camera-robust input representation.
 
 The model's geometry (STPG's reprojection, the root solve, the output trajectory) runs on 2D in
-true camera units (normalised screen coordinates and intrinsics, :mod:`engine.camera`). The
+true camera units (normalised screen coordinates and intrinsics, :mod:`engine.core.camera`). The
 networks (context encoder, denoiser condition, HPIM's 2D history) see the 2D through one of two
-representations, chosen by :attr:`engine.config.StarPoseConfig.input_norm` and stored in every
+representations, chosen by :attr:`engine.core.config.StarPoseConfig.input_norm` and stored in every
 checkpoint:
 
 ``person`` (the default of every preset)
@@ -20,7 +20,7 @@ checkpoint:
     checkpoints written before ``input_norm`` existed. Such checkpoints have no ``input_norm``
     field and load as ``screen``, so they still give exactly their old results.
 
-Person-centred view (:attr:`engine.config.StarPoseConfig.input_view`): centring a frame throws
+Person-centred view (:attr:`engine.core.config.StarPoseConfig.input_view`): centring a frame throws
 away where the person is in the image, and with it the viewing direction. A person 9 degrees
 off the optical axis of a wide-angle camera is seen obliquely; a network that sees only the
 centred 2D answers in a frame turned by that angle (44 mm MPJPE of pure rotation, measured on
@@ -31,8 +31,8 @@ rotation), re-projects the 2D into that virtual camera (:func:`to_view`, same in
 there, and turns the 3D back (:func:`from_view`). Exact pinhole geometry, so STPG's reprojection
 stays exact in the virtual camera. It needs the focal length: with only the image size the
 default focal length is used, which corrects part of the angle (training draws 30 % of its
-rotations with that default too). Done by :class:`engine.pipeline.Lifter` and
-:class:`engine.pipeline.StreamingLifter` around every backend; lens distortion is ignored here.
+rotations with that default too). Done by :class:`engine.core.pipeline.Lifter` and
+:class:`engine.core.pipeline.StreamingLifter` around every backend; lens distortion is ignored here.
 ``camera`` (old checkpoints) lifts in the real camera.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Ray executor for corpus jobs (``python -m engine.corpus ... --ray [--ray-address ADDR]``).
 
-Plain actors, not Ray Data: each actor is a :class:`engine.corpus_worker.CorpusWorker` (the model
+Plain actors, not Ray Data: each actor is a :class:`engine.front.corpus.worker.CorpusWorker` (the model
 loaded once, ``num_cpus`` = ``--threads``), and the job's process hands it chunks of
 length-grouped clips, ``QUEUE_DEPTH`` at a time, taking results back as they finish
 (``ray.wait``). The reasons: the job needs its own batch composition (clips grouped by length,
@@ -21,10 +21,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from .corpus_exec import QUEUE_DEPTH, lost_chunk
-from .corpus_inputs import ClipTask
-from .corpus_worker import ClipOutcome, CorpusWorker, LiftSettings, host_cpus
-from .io import InputError
+from ...core.errors import InputError
+from .executor import QUEUE_DEPTH, lost_chunk
+from .inputs import ClipTask
+from .worker import ClipOutcome, CorpusWorker, LiftSettings, host_cpus
 
 
 class _Actor:

@@ -30,8 +30,8 @@ import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .batch import CLIP_SUFFIXES, OUTPUT_ENDINGS
-from .io import InputError
+from ...core.errors import InputError
+from ..batch import CLIP_SUFFIXES, OUTPUT_ENDINGS
 
 LIST_SUFFIXES = (".txt", ".lst", ".list")
 _MAGIC = "*?["
@@ -97,7 +97,7 @@ def _is_clip_name(name: str) -> bool:
 
 
 def _walk_local(folder: str) -> list[str]:
-    from .readers import _natural_key, is_openpose_folder
+    from ..readers import _natural_key, is_openpose_folder
     found: list[str] = []
     for top, dirs, files in os.walk(folder):
         keep = []
@@ -116,7 +116,7 @@ def _walk_local(folder: str) -> list[str]:
 
 def _expand_local(item: str) -> tuple[list[str], str]:
     """(clip paths, root folder) of one local item."""
-    from .readers import is_openpose_folder
+    from ..readers import is_openpose_folder
     p = Path(item)
     if p.is_dir() and not is_openpose_folder(p):
         clips = _walk_local(item)
@@ -218,7 +218,7 @@ def discover(items: list[str]) -> Plan:
 
 
 def _plan(clips: list[str], keys: list[str], root: str) -> Plan:
-    from .readers import is_openpose_folder
+    from ..readers import is_openpose_folder
     seen: set[str] = set()
     by_output: dict[str, ClipTask] = {}
     plan = Plan([], [], root)

@@ -1,6 +1,6 @@
 """Reverse process for one frame (Algorithm 1): DDIM steps over N hypotheses with STPG.
 
-The diffusion variable is the normalised residual x (engine/gmm.py): pose = init3d + scale * x.
+The diffusion variable is the normalised residual x (engine/core/gmm.py): pose = init3d + scale * x.
 h_K is drawn as Eq. 1 applied to the context encoder's estimate (x_0 := 0) with GMM noise:
     x_K = mu + sqrt(alpha_K) (0 - mu) + sqrt(1 - alpha_K) (s - mu),  s ~ GMM,
 so the N hypotheses spread around the initial estimate the way its residuals do. (alpha_K is
@@ -8,7 +8,7 @@ about 0.95 with the paper's schedule, far from 0, so starting from a bare GMM sa
 h_K outside what the denoiser saw in training.)
 
 Guidance (Eq. 9), step scale rho (metres per unit gradient, constant over steps):
-- ``x0`` mode: g = dE/dh_0|k in closed form (engine/guidance.py), no backprop through D.
+- ``x0`` mode: g = dE/dh_0|k in closed form (engine/core/guidance.py), no backprop through D.
 - ``full`` mode: g = dE(h_0|k(h_k))/dh_k by autograd through the denoiser, exactly Eq. 9.
 Then pose_{k-1} -= rho * g, i.e. x_{k-1} -= rho * g / scale, with each joint's displacement
 clipped to ``max_step`` metres (a trust region: Eq. 9 unchanged for ordinary gradients, but a

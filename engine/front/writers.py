@@ -1,4 +1,4 @@
-"""Exports of a 3D result: JSON, CSV and BVH (all written atomically; BVH itself in :mod:`engine.bvh`).
+"""Exports of a 3D result: JSON, CSV and BVH (all written atomically; BVH itself in :mod:`engine.front.bvh`).
 
 All take the arrays of an engine.run output (``poses_3d`` (T, J, 3) mm root-relative camera frame,
 ``poses_3d_std`` (T, J), optional ``root_trajectory`` (T, 3) mm) plus the joint names and fps.
@@ -7,7 +7,7 @@ All take the arrays of an engine.run output (``poses_3d`` (T, J, 3) mm root-rela
   "time_s": t, "joints": {name: [x, y, z]}, "std_mm": {name: s}, "root": [x, y, z]}]}``.
 - CSV: one row per frame; columns ``frame, time_s, <joint>_x, <joint>_y, <joint>_z`` ... (mm,
   root-relative camera frame), then ``root_x, root_y, root_z`` when a trajectory exists.
-- BVH: the Human3.6M tree, Y-up, centimetres (:mod:`engine.bvh`).
+- BVH: the Human3.6M tree, Y-up, centimetres (:mod:`engine.front.bvh`).
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Argument checks shared by the Python API and the CLI: one rule and one message per argument.
 
 Each function takes a value and the argument's name and returns the value in its canonical type,
-or raises :class:`engine.io.InputError` (a ``ValueError``) with one line that names the argument,
+or raises :class:`engine.front.io.InputError` (a ``ValueError``) with one line that names the argument,
 the allowed values and what was given. Booleans are not integers here, strings are not numbers,
 and numpy scalars count as the Python numbers they hold.
 """
@@ -12,8 +12,8 @@ import numbers
 
 import numpy as np
 
-from .io import InputError
-from .rng import MAX_SEED
+from ..core.errors import InputError
+from ..core.rng import MAX_SEED
 
 DEVICE_TYPES = ("cpu", "cuda")
 
@@ -126,12 +126,24 @@ def numbers_array(value, name: str) -> np.ndarray:
 SAMPLER_FLAGS = ("hypotheses", "steps", "aggregation", "guidance_mode", "rho")   # None: the checkpoint's
 
 
+def image_size(value, name: str = "image size") -> tuple[int, int]:
+    """(W, H) pixels, two positive integers."""
+    try:
+        w, h = (int(v) for v in value)
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"{name} must be two integers W H, got {_shown(value)}") from None
+    if w <= 0 or h <= 0:
+        raise InputError(f"{name} must be positive, got {w} {h}")
+    return w, h
+
+
 def lift_flags(opts) -> None:
-    """The lifting flags shared by ``engine.run`` and ``engine.corpus``, read as attributes of
-    ``opts`` (an argparse namespace or a settings dataclass): sampler flags against
-    ``--encoder-only``, sizes, seed, threads, rho, image size, confidence threshold and fps."""
+    """Check the lifting settings shared by ``engine.run`` and ``engine.corpus`` before any model is
+    loaded, read as attributes of ``opts`` (an argparse namespace or a settings dataclass), with
+    the validators (and messages) the library applies to the same values: sampler settings
+    against ``encoder_only``, sizes, seed, threads, rho, image size, confidence threshold, fps."""
+    from ..core.config import MAX_SIZE
     from .api import FPS_RANGE
-    from .config import MAX_SIZE
     if opts.encoder_only:
         given = [f"--{n.replace('_', '-')}" for n in SAMPLER_FLAGS if getattr(opts, n) is not None]
         given += ["--no-guidance"] if opts.no_guidance else []
@@ -139,18 +151,30 @@ def lift_flags(opts) -> None:
             raise InputError(f"--encoder-only skips the diffusion sampler, so {', '.join(given)} cannot be "
                              "combined with it")
     for name, hi in (("hypotheses", MAX_SIZE["hypotheses"]), ("steps", MAX_SIZE["sample_steps"])):
-        v = getattr(opts, name)
-        if v is not None and not 1 <= v <= hi:
-            raise InputError(f"--{name} must be in [1, {hi}], got {v}")
-    if not 0 <= opts.seed <= MAX_SEED:
-        raise InputError(f"--seed must be in [0, 2^63 - 1], got {opts.seed}")
-    if not 1 <= opts.threads <= 256:
-        raise InputError(f"--threads must be in [1, 256], got {opts.threads}")
-    if opts.rho is not None and not (opts.rho >= 0 and math.isfinite(opts.rho)):
-        raise InputError(f"--rho must be a finite number >= 0, got {opts.rho}")
-    if opts.image_size is not None and min(opts.image_size) <= 0:
-        raise InputError(f"--image-size must be positive, got {opts.image_size[0]} {opts.image_size[1]}")
-    if opts.conf_threshold is not None and not 0.0 <= opts.conf_threshold <= 1.0:
-        raise InputError(f"--conf-threshold must be in [0, 1], got {opts.conf_threshold:g}")
-    if opts.fps is not None and not FPS_RANGE[0] <= opts.fps <= FPS_RANGE[1]:
-        raise InputError(f"--fps must be in [{FPS_RANGE[0]:g}, {FPS_RANGE[1]:g}], got {opts.fps:g}")
+        if getattr(opts, name) is not None:
+            integer(getattr(opts, name), name, 1, hi)
+    seed(opts.seed)
+    integer(opts.threads, "threads", 1, 256)
+    if opts.rho is not None:
+        real(opts.rho, "rho", 0.0)
+    if opts.image_size is not None:
+        image_size(opts.image_size)
+    if opts.conf_threshold is not None:
+        real(opts.conf_threshold, "conf_threshold", 0.0, 1.0)
+    if opts.fps is not None:
+        real(opts.fps, "fps", *FPS_RANGE)
+
+
+def key_values(items, name: str = "--backend-option") -> tuple[tuple[str, str], ...]:
+    """``["threads=2", "dtype=float16"]`` -> ``(("threads", "2"), ("dtype", "float16"))``; a key given
+    twice is refused."""
+    pairs: dict[str, str] = {}
+    for item in items or ():
+        key, sep, value = str(item).partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise InputError(f"{name} takes KEY=VALUE, got {_shown(item)}")
+        if key in pairs:
+            raise InputError(f"{name} {key} is given twice")
+        pairs[key] = value.strip()
+    return tuple(pairs.items())

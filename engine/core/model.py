@@ -2,7 +2,7 @@
 
 One ``nn.Module`` whose ``state_dict`` is the checkpoint (safetensors): the GMM parameters and
 the residual scale are persistent buffers, so weights and noise model travel together. Built from
-a :class:`~engine.config.StarPoseConfig` only.
+a :class:`~engine.core.config.StarPoseConfig` only.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ class StarPose(nn.Module):
         self.terms = SkeletonTerms(self.skeleton)
         m, d = cfg.diffusion.gmm_components, 3 * j
         self.register_buffer("alphas_bar", alphas_bar(cfg.diffusion).float(), persistent=False)
-        # GMM over the normalised residual (engine/gmm.py); identity-like until fitted.
+        # GMM over the normalised residual (engine/core/gmm.py); identity-like until fitted.
         self.register_buffer("gmm_weights", torch.full((m,), 1.0 / m))
         self.register_buffer("gmm_means", torch.zeros(m, d))
         self.register_buffer("gmm_variances", torch.ones(m, d))
@@ -69,7 +69,7 @@ class StarPose(nn.Module):
         """Step-invariant denoiser condition (B, J, D) for one frame of B videos.
 
         ``kp2d`` (B, J, 2) and ``hist2d`` (B, L, J, 2) are in normalised screen units; the
-        networks see them through :func:`engine.input_norm.network_input`.
+        networks see them through :func:`engine.core.input_norm.network_input`.
         """
         norm = self.cfg.input_norm
         f_his = self.history_features(network_input(hist2d, norm), hist3d, mask)

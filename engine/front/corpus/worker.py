@@ -7,10 +7,10 @@ in each Ray actor, so a clip's output never depends on where it ran. Per chunk:
    readers, layout conversion, filling, intrinsics, fps and checks of the library); a clip that
    fails is an error outcome, and the others go on;
 2. the prepared clips are sorted by length and cut into batches of ``batch_size``; each batch
-   is one autoregressive pass of :meth:`engine.pipeline.Lifter.lift` (videos of different
+   is one autoregressive pass of :meth:`engine.core.pipeline.Lifter.lift` (videos of different
    lengths share it, the shorter leave the batch as they end); if a batch fails, its clips are
    lifted one by one so that only the bad one is an error;
-3. each result is finished by :func:`engine.api.lift_keypoints` (resampling back, focal
+3. each result is finished by :func:`engine.front.api.lift_keypoints` (resampling back, focal
    estimate, root trajectory) into the arrays and meta that ``engine.run`` writes.
 
 Bit-identity: a clip's output must not depend on its batch. Each video has its own noise, so
@@ -39,10 +39,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .corpus_inputs import ClipTask, is_url
-from .io import InputError
+from ...core.errors import InputError
+from .inputs import ClipTask, is_url
 
-BATCH_INDEPENDENT_BACKENDS = ("torch",)   # backends whose results do not depend on the batch shape
 DEFAULT_BATCH = 16                        # torch: 1.8x the frames/s of batch 1 on one core (README)
 MAX_BATCH = 1024
 
@@ -71,22 +70,28 @@ class LiftSettings:
     image_size: tuple[int, int] | None = None
     intrinsics: tuple[float, float, float, float] | None = None
     exports: tuple[str, ...] = ()
+    backend_options: tuple[tuple[str, str], ...] = ()    # --backend-option KEY=VALUE, in order
 
     def __post_init__(self):
-        from .backends import available_backends
-        from .formats import FORMATS
-        from .validate import lift_flags
-        from .writers import EXPORTS
+        from ...core.backend import available_backends
+        from ..formats import FORMATS
+        from ..validate import lift_flags
+        from ..writers import EXPORTS
         if self.backend not in available_backends():
             raise InputError(f"--backend {self.backend!r}: choose from {', '.join(available_backends())}")
         lift_flags(self)                      # the flags shared with engine.run, checked alike
+        from ...core.backend import BackendUnavailable, backend_options
+        try:
+            backend_options(self.backend, self.device, dict(self.backend_options))
+        except BackendUnavailable as e:
+            raise InputError(str(e)) from None
         if self.batch_size is not None:
             if not 1 <= self.batch_size <= MAX_BATCH:
                 raise InputError(f"--batch-size must be in [1, {MAX_BATCH}], got {self.batch_size}")
-            if self.batch_size > 1 and self.backend not in BATCH_INDEPENDENT_BACKENDS:
-                raise InputError(f"--batch-size {self.batch_size} needs --backend torch: ONNX Runtime's kernels "
-                                 f"give results that depend on the batch shape, so with --backend {self.backend} "
-                                 "a clip's output would depend on its batch (each clip is lifted alone)")
+            if self.batch_size > 1 and not self.batch_invariant:
+                raise InputError(f"--batch-size {self.batch_size}: backend {self.backend!r} gives results that depend "
+                                 "on the batch shape, so a clip's output would depend on its batch; use --batch-size "
+                                 "1 or a batch-invariant backend (torch)")
         if self.format is not None and self.format not in FORMATS:
             raise InputError(f"--format {self.format!r}: choose from {', '.join(FORMATS)}")
         bad = [k for k in self.exports if k not in EXPORTS]
@@ -97,11 +102,20 @@ class LiftSettings:
     def batch(self) -> int:
         if self.batch_size is not None:
             return self.batch_size
-        return DEFAULT_BATCH if self.backend in BATCH_INDEPENDENT_BACKENDS else 1
+        return DEFAULT_BATCH if self.batch_invariant else 1
+
+    @property
+    def batch_invariant(self) -> bool:
+        """Whether the backend's results do not depend on the batch shape (its ``batch_invariant``)."""
+        from ...core.backend import BackendUnavailable, backend_class
+        try:
+            return bool(backend_class(self.backend).batch_invariant)
+        except BackendUnavailable:
+            return False      # it will not run here anyway; the worker says why
 
     @property
     def checkpoint_path(self) -> Path:
-        from .checkpoint import DEFAULT_CHECKPOINT
+        from ...core.checkpoint import DEFAULT_CHECKPOINT
         return Path(self.checkpoint) if self.checkpoint is not None else DEFAULT_CHECKPOINT
 
     def result_settings(self) -> dict:
@@ -137,13 +151,13 @@ class Prepared:
     task: ClipTask
     kp: np.ndarray                     # (T, 17, 3) H36M pixels + confidence, filled
     filled: np.ndarray                 # (T, 17) bool
-    intr: object                       # engine.camera.Intrinsics
+    intr: object                       # engine.core.camera.Intrinsics
     given: bool                        # intrinsics given by the user
     fps: float | None
     fmt: str
     pid: int | None
     gt: np.ndarray | None
-    video: object                      # engine.pipeline.VideoInput, as lift_keypoints builds it
+    video: object                      # engine.core.pipeline.VideoInput, as lift_keypoints builds it
     seconds: float
 
 
@@ -154,7 +168,7 @@ class _Captured(Exception):
 
 
 class _Stage:
-    """Stands in for the Lifter inside :func:`engine.api.lift_keypoints`, so that the corpus runs
+    """Stands in for the Lifter inside :func:`engine.front.api.lift_keypoints`, so that the corpus runs
     that function's own steps around a batched lift: without a result, ``lift`` hands back the
     prepared video (steps 3-4, every input check included); with one, it returns it, and
     lift_keypoints finishes it (steps 5-6) as it does for ``engine.run``."""
@@ -170,9 +184,9 @@ class _Stage:
 
 
 def read_clip(source: str):
-    """:func:`engine.readers.read_input` of a path, or of an fsspec URL's file (downloaded to a
+    """:func:`engine.front.readers.read_input` of a path, or of an fsspec URL's file (downloaded to a
     temporary folder under its own name: the readers go by the suffix)."""
-    from .readers import read_input
+    from ..readers import read_input
     if not is_url(source):
         return read_input(source)
     try:
@@ -191,8 +205,8 @@ def read_clip(source: str):
 
 def prepare_clip(task: ClipTask, s: LiftSettings, model) -> Prepared:
     """Read one clip and prepare it as engine.run does; raises InputError for a bad clip."""
-    from .api import check_ground_truth, clip_setup, lift_keypoints, prepare_keypoints
-    from .readers import select_people
+    from ..api import check_ground_truth, clip_setup, lift_keypoints, prepare_keypoints
+    from ..readers import select_people
 
     t0 = time.perf_counter()
     where = task.source
@@ -208,7 +222,7 @@ def prepare_clip(task: ClipTask, s: LiftSettings, model) -> Prepared:
     check_ground_truth(gt, kp, label)
     try:
         lift_keypoints(_Stage(model), kp, intr, given, fps, s.seed, None, encoder_only=s.encoder_only)
-        raise RuntimeError("engine.api.lift_keypoints did not call lifter.lift")
+        raise RuntimeError("engine.front.api.lift_keypoints did not call lifter.lift")
     except _Captured as c:
         video = c.video
     return Prepared(task, kp, filled, intr, given, fps, fmt, pid, gt, video, time.perf_counter() - t0)
@@ -224,7 +238,7 @@ def batch_is_bit_identical(lifter, batch: int, seed: int, encoder_only: bool) ->
     """
     import torch
 
-    from .pipeline import VideoInput
+    from ...core.pipeline import VideoInput
     if batch <= 1:
         return True
     g = torch.Generator().manual_seed(12345)
@@ -254,11 +268,8 @@ class CorpusWorker:
     def __init__(self, settings: LiftSettings, checkpoint_sha256: str | None = None):
         import torch
 
-        from .api import StarPoseLifter, config_overrides
-        from .backends import BackendUnavailable, make_backend
-        from .checkpoint import CheckpointError, load_checkpoint
+        from ..api import StarPoseLifter
         from .manifest import file_digest, worker_id
-        from .pipeline import Lifter
 
         self.settings = s = settings
         self.id = worker_id()
@@ -270,30 +281,11 @@ class CorpusWorker:
         if checkpoint_sha256 is not None and checkpoint_sha256 != self.checkpoint_sha256:
             raise InputError(f"{ckpt} on {self.id} has SHA-256 {self.checkpoint_sha256[:12]}..., the job's is "
                              f"{checkpoint_sha256[:12]}...: every worker must read the same checkpoint")
-        try:
-            device = torch.device(s.device)
-        except RuntimeError:
-            raise InputError(f"--device {s.device!r} is not a valid torch device") from None
-        if device.type not in ("cpu", "cuda"):
-            raise InputError(f"--device {s.device}: only cpu and cuda devices are supported")
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise InputError(f"--device {s.device}: CUDA is not available on this machine")
-        try:
-            model = load_checkpoint(ckpt, device)
-        except CheckpointError as e:
-            raise InputError(str(e)) from None
-        if s.steps is not None and s.steps > model.cfg.diffusion.train_steps:
-            raise InputError(f"--steps {s.steps} exceeds the model's {model.cfg.diffusion.train_steps} training steps")
-        sections = config_overrides(s.hypotheses, s.steps, s.aggregation, False if s.no_guidance else None,
-                                    s.guidance_mode, s.rho)
-        try:
-            cfg = model.cfg.with_overrides(**sections)
-            backend = make_backend(s.backend, model, str(device))
-            self.lifter = Lifter(model, backend, cfg)
-        except (ValueError, BackendUnavailable) as e:
-            raise InputError(str(e)) from None
-        self.model = model
-        self.api = StarPoseLifter.from_parts(self.lifter, s.backend, s.seed, str(ckpt))
+        sampler = {"hypotheses": s.hypotheses, "steps": s.steps, "aggregation": s.aggregation,
+                   "guidance": False if s.no_guidance else None, "guidance_mode": s.guidance_mode, "rho": s.rho}
+        self.api = StarPoseLifter(ckpt, s.device, s.backend, backend_options=dict(s.backend_options), seed=s.seed,
+                                  **{k: v for k, v in sampler.items() if v is not None})
+        self.lifter, self.model = self.api.lifter, self.api.model
         self.batch = s.batch
         self.batch_check = "not needed" if self.batch == 1 else "passed"
         if self.batch > 1 and not batch_is_bit_identical(self.lifter, self.batch, s.seed, s.encoder_only):
@@ -347,9 +339,9 @@ class CorpusWorker:
 
     def finish(self, p: Prepared, result) -> dict:
         """The .npz arrays of engine.run for a lifted clip."""
-        from .api import lift_keypoints
-        from .io import result_arrays
-        from .run import gt_mpjpe_mm
+        from ..api import lift_keypoints
+        from ..cli import gt_mpjpe_mm
+        from ..io import result_arrays
         s = self.settings
         res = lift_keypoints(_Stage(self.model, result), p.kp, p.intr, p.given, p.fps, s.seed, None,
                              encoder_only=s.encoder_only)

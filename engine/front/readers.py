@@ -1,6 +1,6 @@
 """Input file readers: every supported file becomes ``{person_id: (T, J_src, C) array}``.
 
-Supported inputs (the layout, ``--format``, is separate; see :mod:`engine.formats`):
+Supported inputs (the layout, ``--format``, is separate; see :mod:`engine.front.formats`):
 
 - ``.npy``: (T, J, C) one person, or (P, T, J, C) several people with IDs 0..P-1 (NaN where a
   person is absent).
@@ -23,7 +23,7 @@ Supported inputs (the layout, ``--format``, is separate; see :mod:`engine.format
   -1, else the position in ``people``.
 
 A person absent from a frame gets NaN coordinates there (missing; filled by
-:func:`engine.resample.fill_missing`). Every problem raises :class:`~engine.io.InputError`.
+:func:`engine.front.resample.fill_missing`). Every problem raises :class:`~engine.front.io.InputError`.
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import InputError
+from ..core.errors import InputError
 
 GT_KEY = "gt_poses_3d"      # optional ground truth in an .npz, (T, 17, 3) mm
 GT_JOINTS = 17              # Human3.6M-17, the layout every output is in

@@ -1,45 +1,47 @@
 """Python API: lift 2D keypoints to 3D in a few lines.
 
-    from engine.api import StarPoseLifter
+    from engine.front.api import StarPoseLifter
     lifter = StarPoseLifter()                                   # the shipped model, CPU, torch
     out = lifter.lift(kps, image_size=(1920, 1080), fps=30, format="coco")
     out["poses_3d"]          # (T, 17, 3) mm, camera frame, root (pelvis) relative
     out["root_trajectory"]   # (T, 3) mm, camera frame: where the pelvis is
-    stream = lifter.stream(image_size=(1920, 1080), format="coco")   # engine.api.PoseStream
+    stream = lifter.stream(image_size=(1920, 1080), format="coco")   # engine.front.api.PoseStream
     for frame in frames: poses = stream.push(frame)            # (n, 17, 3) mm; stream.flush()
     fast = lifter.lift(kps, image_size=(1920, 1080), encoder_only=True)   # context encoder alone
 
 The steps of :meth:`StarPoseLifter.lift` (the CLI runs the same ones, :func:`lift_keypoints`):
 
-1. layout conversion to Human3.6M-17 (:func:`engine.formats.to_h36m`), input checks;
-2. missing / low-confidence joints filled in time, confidence 0 (:func:`engine.resample.fill_missing`);
+1. layout conversion to Human3.6M-17 (:func:`engine.front.formats.to_h36m`), input checks;
+2. missing / low-confidence joints filled in time, confidence 0 (:func:`engine.front.resample.fill_missing`);
 3. resampling from ``fps`` to the model's rate (``model.cfg.fps``, 50 Hz) when they differ;
-4. lifting with :class:`engine.pipeline.Lifter` (given intrinsics, else the default ones); with
+4. lifting with :class:`engine.core.pipeline.Lifter` (given intrinsics, else the default ones); with
    ``encoder_only=True`` the context encoder's estimate alone (no HPIM, diffusion or STPG, about
-   70x faster, ``poses_3d_std`` all zeros; :meth:`engine.pipeline.Lifter.lift_encoder_only`);
+   70x faster, ``poses_3d_std`` all zeros; :meth:`engine.core.pipeline.Lifter.lift_encoder_only`);
 5. the result resampled back to the source frame times;
-6. the focal length estimated when no intrinsics were given (:mod:`engine.intrinsics`), and the
+6. the focal length estimated when no intrinsics were given (:mod:`engine.core.intrinsics`), and the
    root trajectory solved in closed form with the given or chosen intrinsics.
 
-Every problem with the input raises :class:`engine.io.InputError` (a ``ValueError``) with a
+Every problem with the input raises :class:`engine.front.io.InputError` (a ``ValueError``) with a
 one-line message.
 """
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..core.backend import available_backends
+from ..core.camera import Intrinsics, normalize_screen
+from ..core.errors import InputError
+from ..core.intrinsics import estimate_focal as _estimate_focal
+from ..core.intrinsics import root_trajectory
+from ..core.pipeline import MAX_NORMALIZED
 from . import validate
-from .camera import Intrinsics, normalize_screen
 from .formats import FORMATS, check_h36m_layout, to_h36m
-from .intrinsics import estimate_focal as _estimate_focal
-from .intrinsics import root_trajectory
-from .io import InputError
-from .pipeline import MAX_NORMALIZED
 from .resample import fill_missing, resample
 
 FPS_RANGE = (1.0, 10000.0)
@@ -52,7 +54,7 @@ def prepare_keypoints(keypoints, fmt: str = "h36m", conf_threshold: float | None
                       image_size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Source keypoints -> ((T, 17, 3) filled H36M pixels + confidence, (T, 17) filled mask).
 
-    ``check_layout``: refuse H36M-order input that looks like COCO-17 (:func:`engine.formats.check_h36m_layout`).
+    ``check_layout``: refuse H36M-order input that looks like COCO-17 (:func:`engine.front.formats.check_h36m_layout`).
     ``image_size``: when given (and the input is not declared normalised), refuse coordinates that
     all lie within [0, 1.5] of a larger image: they are normalised coordinates without ``--normalized``.
     """
@@ -71,7 +73,7 @@ def prepare_keypoints(keypoints, fmt: str = "h36m", conf_threshold: float | None
     if normalized_size is not None:
         kp[..., 0] *= normalized_size[0]
         kp[..., 1] *= normalized_size[1]
-    from .skeleton import H36M17
+    from ..core.skeleton import H36M17
     return fill_missing(kp, conf_threshold, H36M17.parents, where)
 
 
@@ -104,18 +106,8 @@ def resolve_intrinsics(image_size=None, intrinsics=None) -> tuple[Intrinsics, bo
     if image_size is None:
         raise InputError("--image-size W H is required: pixel keypoints cannot be normalised without the "
                          "image size (or pass --intrinsics FX FY CX CY)")
-    w, h = _size(image_size)
+    w, h = validate.image_size(image_size)
     return Intrinsics.default_for(w, h), False
-
-
-def _size(image_size) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in image_size)
-    except (TypeError, ValueError, OverflowError):
-        raise InputError(f"image size must be two integers W H, got {image_size!r}") from None
-    if w <= 0 or h <= 0:
-        raise InputError(f"--image-size must be positive, got {w} {h}")
-    return w, h
 
 
 @dataclass(frozen=True)
@@ -130,7 +122,7 @@ class ClipSetup:
 
 def clip_setup(raw, where: str, format: str | None = None, image_size=None, intrinsics=None,
                normalized: bool = False, fps: float | None = None) -> ClipSetup:
-    """The settings of one clip read by :func:`engine.readers.read_input`, from the flags (None:
+    """The settings of one clip read by :func:`engine.front.readers.read_input`, from the flags (None:
     from the file): the layout (numpy files are Human3.6M unless told; JSON guesses from the joint
     count), the image size or intrinsics, and the frame rate. Shared by engine.run and engine.corpus."""
     from .formats import guess_format
@@ -180,12 +172,12 @@ def lift_keypoints(lifter, kp: np.ndarray, intr: Intrinsics, intrinsics_given: b
     """Steps 3-6 of the module doc on prepared (T, 17, 3) pixel keypoints.
 
     Args:
-        lifter: an :class:`engine.pipeline.Lifter`.
+        lifter: an :class:`engine.core.pipeline.Lifter`.
         encoder_only: the context encoder's estimate alone (spread all zeros).
     Returns:
         dict with ``poses_m`` (T, J, 3), ``spread_m`` (T, J), ``root_m`` (T, 3) and ``meta``.
     """
-    from .pipeline import VideoInput
+    from ..core.pipeline import VideoInput
     model_fps = float(lifter.model.cfg.fps)
     frames = kp.shape[0]
     if fps is not None:
@@ -227,28 +219,36 @@ def lift_keypoints(lifter, kp: np.ndarray, intr: Intrinsics, intrinsics_given: b
 
 
 class StarPoseLifter:
-    """High-level lifter around :class:`engine.pipeline.Lifter`.
+    """High-level lifter around :class:`engine.core.pipeline.Lifter`.
 
     Args:
         checkpoint: .safetensors path (default: the shipped model).
         device: torch device string.
-        backend: execution backend name (:mod:`engine.backends`).
-        model: an already built :class:`engine.model.StarPose` instead of ``checkpoint``.
+        backend: execution backend name (:func:`engine.core.backend.available_backends`).
+        model: an already built :class:`engine.core.model.StarPose` instead of ``checkpoint``.
+        backend_options: the backend's options by name (its ``Options`` dataclass, e.g.
+            ``{"threads": 2}`` for ``onnx`` / ``cpp``, ``{"dtype": "float16"}`` for ``triton``).
         **overrides: ``hypotheses``, ``steps``, ``aggregation`` ('mean' | 'reproj'), ``guidance``
             (bool), ``guidance_mode`` ('x0' | 'full'), ``rho`` (STPG step scale, metres), ``seed``.
     """
 
     def __init__(self, checkpoint: str | Path | None = None, device: str = "cpu", backend: str = "torch",
-                 model=None, **overrides):
-        from .backends import BACKENDS, BackendUnavailable, make_backend
-        from .checkpoint import DEFAULT_CHECKPOINT, CheckpointError, load_checkpoint
-        from .pipeline import Lifter
+                 model=None, backend_options: Mapping[str, object] | None = None, **overrides):
+        from ..core.backend import BackendUnavailable, make_backend
+        from ..core.backend import backend_options as check_backend_options
+        from ..core.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, load_checkpoint
+        from ..core.pipeline import Lifter
         known = {"hypotheses", "steps", "aggregation", "guidance", "guidance_mode", "rho", "seed"}
         bad = set(overrides) - known
         if bad:
             raise TypeError(f"unknown overrides {sorted(bad)}; known: {sorted(known)}")   # as Python for keywords
         self.device = validate.device(device)
-        validate.choice(backend, "backend", BACKENDS)
+        validate.choice(backend, "backend", available_backends())
+        backend_options = dict(backend_options or {})
+        try:
+            check_backend_options(backend, str(self.device), backend_options)   # before the slow part
+        except BackendUnavailable as e:
+            raise InputError(str(e)) from None
         t0 = time.perf_counter()
         if model is None:
             ckpt = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
@@ -283,7 +283,7 @@ class StarPoseLifter:
         t1 = time.perf_counter()
         try:
             self.backend_name = backend
-            self.backend = make_backend(backend, model, str(self.device))    # onnx/cpp: may export first (once)
+            self.backend = make_backend(backend, model, str(self.device), **backend_options)   # onnx/cpp: may export
         except BackendUnavailable as e:
             raise InputError(str(e)) from None
         self.setup_s = {"model": t1 - t0, "backend": time.perf_counter() - t1}   # seconds, export included
@@ -291,15 +291,6 @@ class StarPoseLifter:
             self.lifter = Lifter(model, self.backend, self.cfg)
         except ValueError as e:
             raise InputError(str(e)) from None
-
-    @classmethod
-    def from_parts(cls, lifter, backend_name: str = "torch", seed: int = 0, checkpoint=None) -> "StarPoseLifter":
-        """Wrap an existing :class:`engine.pipeline.Lifter` (engine.corpus's workers build theirs)."""
-        self = cls.__new__(cls)
-        self.model, self.cfg, self.backend, self.lifter = lifter.model, lifter.cfg, lifter.backend, lifter
-        self.device, self.backend_name, self.seed, self.checkpoint = lifter.device, backend_name, seed, checkpoint
-        self.setup_s = {"model": 0.0, "backend": 0.0}
-        return self
 
     @property
     def joint_names(self) -> tuple[str, ...]:
@@ -314,9 +305,9 @@ class StarPoseLifter:
             keypoints: (T, J, 2|3) in the layout ``format`` (pixels; or [0, 1] image fractions with
                 ``normalized=True``); NaN x and y mark a missing joint.
             image_size: (W, H) pixels; optional when ``intrinsics`` are given (W = 2 cx, H = 2 cy).
-            intrinsics: :class:`engine.camera.Intrinsics` or (fx, fy, cx, cy) pixels.
+            intrinsics: :class:`engine.core.camera.Intrinsics` or (fx, fy, cx, cy) pixels.
             fps: the keypoints' frame rate (default: the model's, no resampling).
-            format: one of :data:`engine.formats.FORMATS`.
+            format: one of :data:`engine.front.formats.FORMATS`.
             conf_threshold: joints with a lower confidence count as missing.
             encoder_only: lift with the context encoder alone (no HPIM, diffusion or STPG; about
                 70x faster, deterministic, slightly less accurate): ``poses_3d_std`` is all zeros,
@@ -338,7 +329,7 @@ class StarPoseLifter:
             raise InputError("normalised keypoints need the image size")
         intr, given = resolve_intrinsics(image_size, intrinsics)
         kp, filled = prepare_keypoints(keypoints, format, conf_threshold,
-                                       _size(image_size) if normalized else None)
+                                       validate.image_size(image_size) if normalized else None)
         out = lift_keypoints(self.lifter, kp, intr, given, fps, seed, progress, estimate_focal, encoder_only)
         meta = self.describe(encoder_only)
         meta.update(out["meta"])
@@ -378,7 +369,7 @@ class StarPoseLifter:
         the context window) or 'causal'; ``encoder_only`` the context encoder's estimate alone
         (exact mode: equal to ``lift(..., encoder_only=True)``).
         """
-        from .pipeline import StreamingLifter
+        from ..core.pipeline import StreamingLifter
         intr, _ = resolve_intrinsics(image_size, intrinsics)
         if not isinstance(format, str) or format not in FORMATS:
             raise InputError(f"unknown format {format!r}; choose from {', '.join(FORMATS)}")
@@ -399,7 +390,7 @@ class StarPoseLifter:
 class PoseStream:
     """One frame of pixels in, finished 3D poses out, in millimetres (the units of :meth:`StarPoseLifter.lift`).
 
-    Wraps :class:`engine.pipeline.StreamingLifter` (``.inner``, which works in metres). Each pushed
+    Wraps :class:`engine.core.pipeline.StreamingLifter` (``.inner``, which works in metres). Each pushed
     frame is converted from ``format`` to Human3.6M-17; a joint with non-finite or absurd
     coordinates (further than ~500 image widths away) is missing: it takes its last valid position
     with confidence 0 (the mean of the frame's valid joints when it was never seen), so no

@@ -1,6 +1,6 @@
 """Context encoder: a MixSTE-style spatial/temporal transformer (sequence to sequence).
 
-Maps a window of F normalised 2D poses (seen through :func:`engine.input_norm.network_input`) to per-frame
+Maps a window of F normalised 2D poses (seen through :func:`engine.core.input_norm.network_input`) to per-frame
 context features f_2D (the conditioning of the denoiser) and an initial root-relative 3D estimate (the anchor
 the diffusion refines).
 Structure follows MixSTE (anchors.md section 4): Linear 2 -> C, learned spatial and temporal

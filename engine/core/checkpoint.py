@@ -2,7 +2,7 @@
 
 Layout: every tensor of ``StarPose.state_dict()`` (GMM weights, means, variances and residual
 scale included) under its own name; the metadata holds ``format`` (``starpose-v1``) and
-``config`` (the JSON of :class:`~engine.config.StarPoseConfig`), plus free-form ``notes``.
+``config`` (the JSON of :class:`~engine.core.config.StarPoseConfig`), plus free-form ``notes``.
 Loading builds the model from the stored config and checks that names and shapes match exactly,
 so a file from another preset or a damaged file fails with one clear message. ``tensors_sha256``
 in the metadata is a SHA-256 over every tensor (name, dtype, shape and bytes, in name order); on
@@ -23,7 +23,7 @@ from .config import StarPoseConfig
 from .model import StarPose
 
 FORMAT = "starpose-v1"
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "weights" / "starpose_small.safetensors"
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "weights" / "starpose_small.safetensors"
 
 
 class CheckpointError(ValueError):

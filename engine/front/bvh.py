@@ -21,7 +21,7 @@ import io as _io
 
 import numpy as np
 
-from .skeleton import H36M17, Skeleton
+from ..core.skeleton import H36M17, Skeleton
 
 CAM_TO_YUP = np.diag([1.0, -1.0, -1.0])
 

@@ -19,7 +19,7 @@ frame on the torch backend and 1.9 KB on cpp, above a ~260-310 MB base (an hour 
 (poses, spread, initial estimate, the person-view rotations) in the pipeline and again in the
 returned arrays, and the written arrays (``poses_3d``, ``poses_3d_std``, ``root_trajectory``,
 ``keypoints_2d``: 0.5 KB per frame). The focal-length estimate (at most 2,000 sampled frames) and
-the root solve (blocks of 4,096 frames) work in bounded memory. :class:`engine.pipeline.StreamingLifter`
+the root solve (blocks of 4,096 frames) work in bounded memory. :class:`engine.core.pipeline.StreamingLifter`
 keeps only the last context window of frames, so an endless live stream runs in bounded memory.
 The JSON/CSV/BVH writers stream frame by frame.
 """
@@ -28,7 +28,7 @@ from __future__ import annotations
 import glob as _glob
 from pathlib import Path
 
-from .io import InputError
+from ..core.errors import InputError
 from .readers import _natural_key, check_input_path, is_openpose_folder
 
 CLIP_SUFFIXES = (".npy", ".npz", ".json")

@@ -1,12 +1,12 @@
 """Where corpus chunks are lifted: in this process, in worker processes, or on Ray actors.
 
-Every executor runs :class:`engine.corpus_worker.CorpusWorker` (one loaded model each) and
+Every executor runs :class:`engine.front.corpus.worker.CorpusWorker` (one loaded model each) and
 turns an iterator of chunks (lists of clips) into an iterator of outcome lists, in completion
 order, keeping ``depth`` chunks queued per worker so that no worker waits for the job's process.
 Workers only compute: the job's process writes every output and manifest record, so an
 interrupted job leaves nothing half-written wherever the lifting ran. A worker that dies (a
 crash in native code, the OOM killer) turns its queued chunks into error outcomes; the others
-go on. The Ray executor is in :mod:`engine.corpus_ray` (Ray is an optional extra).
+go on. The Ray executor is in :mod:`engine.front.corpus.ray_pool` (Ray is an optional extra).
 """
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import os
 import signal
 from collections.abc import Iterable, Iterator
 
-from .corpus_inputs import ClipTask
-from .corpus_worker import ClipOutcome, CorpusWorker, LiftSettings
-from .io import InputError
+from ...core.errors import InputError
+from .inputs import ClipTask
+from .worker import ClipOutcome, CorpusWorker, LiftSettings
 
 QUEUE_DEPTH = 2          # chunks queued per worker: one lifting, one waiting
 
@@ -179,7 +179,7 @@ def make_executor(settings: LiftSettings, checkpoint_sha256: str, workers: int, 
                   ray_address: str | None = None):
     """The executor for a job (module doc)."""
     if ray:
-        from .corpus_ray import RayExecutor
+        from .ray_pool import RayExecutor
         return RayExecutor(settings, checkpoint_sha256, workers, ray_address)
     if workers <= 1:
         return InlineExecutor(settings, checkpoint_sha256)

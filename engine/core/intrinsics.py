@@ -2,7 +2,7 @@
 
 Root trajectory (:func:`root_trajectory`): per frame, the camera-frame position of the pelvis that
 best reprojects the root-relative 3D pose onto the 2D keypoints, in closed form
-(:func:`engine.camera.solve_root_translation`, weighted by the 2D confidences; joints filled in
+(:func:`engine.core.camera.solve_root_translation`, weighted by the 2D confidences; joints filled in
 for missing detections have confidence 0 and so are given a token weight 1e-3, which only
 matters in a frame where every joint was filled).
 

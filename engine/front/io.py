@@ -1,4 +1,4 @@
-"""Input checks and atomic output writing for the CLI (files are read by engine.readers).
+"""Input checks and atomic output writing for the CLI (files are read by engine.front.readers).
 
 Every problem with a user's file raises :class:`InputError` with a one-line message; the CLI
 prints it and exits with status 2. Outputs are written atomically (temporary file in the same
@@ -13,9 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-class InputError(ValueError):
-    """A user input that cannot be lifted; the message is one line."""
+from ..core.errors import InputError
 
 
 def check_keypoints(arr: np.ndarray, num_joints: int, where: str = "keypoints", allow_missing: bool = False,

@@ -5,7 +5,7 @@ evaluated on the clean estimate h_0|k (B, N, J, 3), metres, root-relative, camer
 
 - L_p (Eq. 10): sum_j c_j ||R(h_j + T) - x_j||_2 in normalised screen units, c_j the 2D
   confidence. The root translation T is not taken from ground truth: it is solved in closed form
-  from the 2D keypoints and the intrinsics (:func:`engine.camera.solve_root_translation`), per
+  from the 2D keypoints and the intrinsics (:func:`engine.core.camera.solve_root_translation`), per
   hypothesis, and held fixed when differentiating (T depends on h only through an algebraic
   least-squares fit; treating it as a constant keeps the gradient local and cheap). Projection is
   linear (no lens distortion): undistort 2D keypoints before lifting.
