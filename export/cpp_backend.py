@@ -136,8 +136,8 @@ class CppBackend:
                 "ddim_pairs": ddim_timesteps(self.model.cfg.diffusion.train_steps, cfg.diffusion.sample_steps),
                 "aggregation": cfg.diffusion.aggregation, "noise": cfg.diffusion.noise,
                 "person_view": False,   # engine.core.pipeline.Lifter has turned the videos already
-                "guidance": {"enabled": g.enabled, "lambda_p": g.lambda_p, "lambda_s": g.lambda_s,
-                             "lambda_b": g.lambda_b, "lambda_d": g.lambda_d, "rho": g.rho, "max_step": g.max_step}}
+                "guidance": {"enabled": g.enabled, "weights": list(g.weights()), "rho": g.rho,
+                             "max_step": g.max_step}}
 
     def lift(self, videos: list[VideoInput], seed: int = 0, progress=None, noise=None, cfg=None) -> list[LiftResult]:
         """engine.core.pipeline.Lifter.lift in C++ (same arguments, same results given ``noise``).

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
+from engine.core.energies import WEIGHT_FIELDS
 from engine.core.guidance import GuidanceInputs, stpg_grad
 from engine.core.model import StarPose
 
@@ -43,15 +44,15 @@ class DenoiserGraph(nn.Module):
 
 
 class StpgGradGraph(nn.Module):
-    """engine.core.guidance.stpg_grad with the four lambdas as a (4,) tensor input."""
+    """engine.core.guidance.stpg_grad with the energy weights as an (E,) tensor input, in the order of
+    engine.core.energies.ENERGIES."""
 
     def __init__(self, model: StarPose):
         super().__init__()
         self.model = model
 
     def forward(self, h, kp2d, conf, intr, hist3d, hist_mask, lambdas):
-        lam = SimpleNamespace(lambda_p=lambdas[0], lambda_s=lambdas[1], lambda_b=lambdas[2],
-                              lambda_d=lambdas[3])
+        lam = SimpleNamespace(**{name: lambdas[i] for i, name in enumerate(WEIGHT_FIELDS)})
         return stpg_grad(h, GuidanceInputs(kp2d, conf, intr, hist3d, hist_mask), self.model.terms, lam)
 
 
@@ -105,8 +106,7 @@ def _example_inputs(model: StarPose, graph: str, batch: int = 3, hyps: int = 2,
         return {"h": pose + rn(batch, hyps, j, 3, s=0.03), "kp2d": kp2d,
                 "conf": torch.rand(batch, j, generator=g), "intr": intr,
                 "hist3d": pose + rn(batch, hist_len, j, 3, s=0.03), "hist_mask": mask(batch),
-                "lambdas": torch.tensor([cfg.guidance.lambda_p, cfg.guidance.lambda_s,
-                                         cfg.guidance.lambda_b, cfg.guidance.lambda_d])}
+                "lambdas": torch.tensor(cfg.guidance.weights())}
     raise ValueError(f"unknown graph {graph!r}; known: {GRAPHS}")
 
 

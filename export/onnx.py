@@ -14,10 +14,11 @@ Graphs (float32; ``B``/``W``/``R``/``N`` are dynamic, ``F``, ``L``, ``J``, ``C``
   session reports.
 - ``denoiser.onnx``:  pose_k (R, J, 3), cond (R, J, D), k (R,) int64 -> eps (R, J, 3)
 - ``stpg_grad.onnx``: h (B, N, J, 3), kp2d (B, J, 2), conf (B, J), intr (B, 4),
-  hist3d (B, L, J, 3), hist_mask (B, L), lambdas (4,) -> grad (B, N, J, 3): the closed-form
-  gradient :func:`engine.core.guidance.stpg_grad`. The energy weights are an *input*
-  ``lambdas = [lambda_p, lambda_s, lambda_b, lambda_d]`` (not baked in), so one export serves
-  every guidance setting a caller overrides at run time; ``runner.json`` holds the defaults.
+  hist3d (B, L, J, 3), hist_mask (B, L), lambdas (E,) -> grad (B, N, J, 3): the closed-form
+  gradient :func:`engine.core.guidance.stpg_grad`. The energy weights are an *input* ``lambdas``
+  in the order of :data:`engine.core.energies.ENERGIES` (not baked in), so one export serves
+  every guidance setting a caller overrides at run time; ``runner.json`` holds the defaults as
+  ``guidance.energies``, a list of {name, weight} in that order.
 
 Units and normalisation: 2D keypoints and intrinsics are normalised screen units
 (``x / w * 2 - [1, h / w]``, engine/core/camera.py); 3D poses are metres, root-relative, camera axes
@@ -25,7 +26,7 @@ Units and normalisation: 2D keypoints and intrinsics are normalised screen units
 joint order, the noise schedule, the GMM and the opset in its ``metadata_props``
 (keys ``starpose.*``).
 
-``runner.json`` (format ``starpose-runner-v1``) holds what the autoregressive loop needs besides
+``runner.json`` (format ``starpose-runner-v2``) holds what the autoregressive loop needs besides
 the graphs: sizes (J, F, L, N, S, K), the DDIM (k, k_next) pairs, alphas_bar, the GMM (weights,
 means, variances, scale and the mixture mean in float32), guidance defaults, aggregation, the
 skeleton (bones, symmetric bone pairs, joint weights, root) and the numeric constants of

@@ -158,8 +158,7 @@ class OrtBackend:
         if use_guidance:
             stpg_feed = {"kp2d": self._np(gin.kp2d), "conf": self._np(gin.conf), "intr": self._np(gin.intr),
                          "hist3d": self._np(gin.hist3d), "hist_mask": self._np(gin.hist_mask),
-                         "lambdas": np.array([guidance.lambda_p, guidance.lambda_s, guidance.lambda_b,
-                                              guidance.lambda_d], np.float32)}
+                         "lambdas": np.array(guidance.weights(), np.float32)}
         for k, k_next in ddim_timesteps(self.spec["train_steps"], steps):
             a_k, a_next = float(self._ab[k]), float(self._ab[k_next])
             pose = init_r + scale * x                                       # (B, N, J, 3)

@@ -10,12 +10,14 @@ import torch
 
 from engine.core.camera import H36M_FOCAL_RATIO, ROOT_SOLVE_EPS
 from engine.core.diffusion import ddim_timesteps
+from engine.core.energies import ENERGIES
+from engine.core.energies import describe as describe_energies
 from engine.core.guidance import EPS_LEN, EPS_PIX, MIN_DEPTH
 from engine.core.model import StarPose
 
 from .graphs import _OUTPUTS, GRAPHS
 
-RUNNER_FORMAT = "starpose-runner-v1"
+RUNNER_FORMAT = "starpose-runner-v2"      # v2: guidance.energies, a named ordered list of weights
 DEFAULT_OPSET = 20
 # diagonal loading of the 3x3 root solve, as engine.core.guidance calls it (the function's default)
 UNITS = ("2D keypoints and intrinsics: normalised screen units; 3D poses: metres, root-relative, "
@@ -70,10 +72,9 @@ def runner_spec(model: StarPose, opset: int = DEFAULT_OPSET, exporter: str = "dy
         "alphas_bar": _f32(model.alphas_bar),
         "gmm": {"weights": _f32(gmm.weights), "means": _f32(gmm.means), "variances": _f32(gmm.variances),
                 "scale": float(np.float32(gmm.scale)), "mean": _f32(gmm.mean)},
-        "guidance": {"enabled": cfg.guidance.enabled, "lambda_p": cfg.guidance.lambda_p,
-                     "lambda_s": cfg.guidance.lambda_s, "lambda_b": cfg.guidance.lambda_b,
-                     "lambda_d": cfg.guidance.lambda_d, "rho": cfg.guidance.rho,
-                     "max_step": cfg.guidance.max_step, "mode": cfg.guidance.mode},
+        "guidance": {"enabled": cfg.guidance.enabled,
+                     "energies": [{"name": e.name, "weight": w} for e, w in zip(ENERGIES, cfg.guidance.weights())],
+                     "rho": cfg.guidance.rho, "max_step": cfg.guidance.max_step, "mode": cfg.guidance.mode},
         "aggregation": cfg.diffusion.aggregation,
         "noise": cfg.diffusion.noise,
         "input_view": cfg.input_view,
@@ -104,8 +105,7 @@ def _metadata(spec: dict, graph: str, inputs: list[str]) -> dict[str, str]:
         "starpose.gmm": json.dumps(spec["gmm"]),
         "starpose.opset": str(spec["opset"]),
         "starpose.exporter": spec["exporter"],
-        "starpose.lambdas": ("input 'lambdas' = [lambda_p, lambda_s, lambda_b, lambda_d]"
-                             if graph == "stpg_grad" else "n/a"),
+        "starpose.lambdas": f"input 'lambdas' = {describe_energies()}" if graph == "stpg_grad" else "n/a",
     }
 
 

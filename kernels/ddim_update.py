@@ -24,7 +24,7 @@ import triton.language as tl
 from engine.core.sampler import sample_frame as reference  # noqa: F401  (the eager loop this step matches)
 
 from ._utils import check_device, check_tensor, next_pow2
-from .stpg_grad import guidance_launch_args, stpg_grad_pose
+from .stpg_grad import KERNEL_ENERGIES, guidance_launch_args, stpg_grad_pose
 
 
 @triton.jit
@@ -127,15 +127,14 @@ def ddim_update(x: torch.Tensor, eps: torch.Tensor, mu: torch.Tensor, init3d: to
         if skel is None:
             raise ValueError("guided update needs skel (kernels.stpg_grad.skeleton_indices)")
         gargs, meta = guidance_launch_args(gin, skel, b, j)
-        lams = [float(guidance.lambda_p), float(guidance.lambda_s), float(guidance.lambda_b),
-                float(guidance.lambda_d)]
+        lams = list(guidance.weights())
         step = [float(guidance.rho), float(guidance.max_step)]
         if step[1] <= 0:
             raise ValueError(f"guidance max_step must be positive for the trust region, got {step[1]}")
     else:   # placeholders: never dereferenced when GUIDED is false
         gargs = [x] * 10 + [0] * 13
         meta = {"J": j, "Q": 1, "P": 1, "L": 1, "BLOCK_J": next_pow2(j), "BLOCK_Q": 1, "BLOCK_P": 1, "BLOCK_L": 1}
-        lams, step = [0.0] * 4, [0.0, 1.0]
+        lams, step = [0.0] * len(KERNEL_ENERGIES), [0.0, 1.0]
     check_device(("x", x), ("eps", eps), ("mu", mu), ("init3d", init3d),
                  *((f"guidance arg {i}", t) for i, t in enumerate(gargs[:10])))
     out = torch.empty(b, n, j, 3, dtype=torch.float32, device=x.device)

@@ -25,9 +25,16 @@ import triton.language as tl
 
 from engine.core import guidance as _eager
 from engine.core.camera import ROOT_SOLVE_EPS
+from engine.core.energies import ENERGY_KEYS
 from engine.core.guidance import stpg_grad as reference  # noqa: F401  (the eager function this matches)
 
 from ._utils import check_device, check_pow2, check_tensor, next_pow2
+
+# the energies this kernel implements, in the order of its weight arguments lam_<key>
+KERNEL_ENERGIES = ("p", "s", "b", "d")
+if ENERGY_KEYS != KERNEL_ENERGIES:
+    raise ImportError(f"kernels/stpg_grad.py implements the energies {KERNEL_ENERGIES}, but engine.core.energies "
+                      f"lists {ENERGY_KEYS}: add the new energy's gradient to the kernel")
 
 # Constants of the eager code, as constexpr globals (the only globals a compiled kernel may read).
 EPS_PIX = tl.constexpr(_eager.EPS_PIX)
@@ -259,7 +266,7 @@ def stpg_grad(h: torch.Tensor, gin, skel: dict[str, torch.Tensor], cfg) -> torch
         gin: :class:`engine.core.guidance.GuidanceInputs` (fp32; kp2d (B, J, 2), conf (B, J),
             intr (B, 4), hist3d (B, L, J, 3), hist_mask (B, L)).
         skel: :func:`skeleton_indices` of the model's SkeletonTerms.
-        cfg: :class:`engine.core.config.GuidanceConfig` (the four lambdas are used).
+        cfg: :class:`engine.core.config.GuidanceConfig` (its energy weights are used).
     Returns:
         (B, N, J, 3) fp32 gradient.
     """
@@ -272,6 +279,6 @@ def stpg_grad(h: torch.Tensor, gin, skel: dict[str, torch.Tensor], cfg) -> torch
     g = torch.empty(b, n, j, 3, dtype=torch.float32, device=h.device)
     _stpg_grad_kernel[(b * n,)](
         h, g, *args[:10], n, *h.stride(), *g.stride(), *args[10:],
-        float(cfg.lambda_p), float(cfg.lambda_s), float(cfg.lambda_b), float(cfg.lambda_d), **meta,
+        *cfg.weights(), **meta,
         num_warps=1)
     return g

@@ -222,6 +222,39 @@ def test_cpp_missing_or_broken_model_dir(golden, tmp_path, backend):
         cpp_backend.Runner(str(other))
 
 
+def test_cpp_reads_the_energy_vector_by_name(golden, tmp_path, backend):
+    """runner.json's guidance.energies (engine.core.energies, in order) is what the runner reads: its
+    weight vector follows that order, and an energy without a C++ gradient is refused at load."""
+    import json
+    import shutil
+
+    from engine.core.energies import ENERGY_NAMES
+    runner = backend.runner
+    assert runner.energies == list(ENERGY_NAMES)
+    g = golden.model.cfg.guidance
+    assert runner.defaults["guidance"]["weights"] == pytest.approx(list(g.weights()))
+    vids = _arrays(golden.videos[:1])
+    with pytest.raises(ValueError, match=f"guidance weights: expected {len(ENERGY_NAMES)}"):
+        runner.lift(vids, settings={"guidance": {"weights": [1.0]}})
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        runner.lift(vids, settings={"guidance": {"weights": [1.0, -1.0] + [0.0] * (len(ENERGY_NAMES) - 2)}})
+    # the same weights listed in another order give the same result: the runner reads them by name
+    noise = [golden.noise[0].numpy()]
+    ref = runner.lift(vids, noise=noise)[0][0]
+    spec = json.loads((backend.export_dir / "runner.json").read_text())
+    shuffled = tmp_path / "shuffled"
+    shutil.copytree(backend.export_dir, shuffled)
+    spec["guidance"]["energies"] = spec["guidance"]["energies"][::-1]
+    (shuffled / "runner.json").write_text(json.dumps(spec))
+    other = cpp_backend.Runner(str(shuffled))
+    assert other.energies == list(ENERGY_NAMES)[::-1]
+    np.testing.assert_array_equal(other.lift(vids, noise=noise)[0][0], ref)
+    spec["guidance"]["energies"].append({"name": "foot_contact", "weight": 1.0})
+    (shuffled / "runner.json").write_text(json.dumps(spec))
+    with pytest.raises(cpp_backend.RunnerError, match="energy 'foot_contact' has no C\\+\\+ implementation"):
+        cpp_backend.Runner(str(shuffled))
+
+
 def test_cpp_backend_registry_and_settings(golden, backend):
     from engine.core.backend import make_backend
     be = make_backend("cpp", golden.model)

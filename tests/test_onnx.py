@@ -133,6 +133,9 @@ def test_runner_json_has_what_the_loop_needs(golden, export_dir):
     assert len(spec["skeleton"]["bones"]) == 16 and len(spec["skeleton"]["symmetric_pairs"]) == 6
     assert spec["guidance"]["mode"] == "x0" and spec["root"] == 0
     assert spec["graphs"]["stpg_grad"]["inputs"][-1] == "lambdas"
+    from engine.core.energies import ENERGY_NAMES  # the weight vector: named, in the energies' order
+    assert [e["name"] for e in spec["guidance"]["energies"]] == list(ENERGY_NAMES)
+    assert [e["weight"] for e in spec["guidance"]["energies"]] == list(m.cfg.guidance.weights())
 
 
 @pytest.mark.parametrize("batch", [1, 3, 7])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from engine.core.diffusion import predict_x0
+from engine.core.energies import ENERGY_KEYS
 from engine.core.guidance import GuidanceInputs, stpg_terms
 
 
@@ -42,13 +43,14 @@ def context_loss(pred: torch.Tensor, gt: torch.Tensor, w: torch.Tensor, tc_weigh
 
 def diffusion_loss(eps_hat: torch.Tensor, eps: torch.Tensor, x_k: torch.Tensor, mu: torch.Tensor,
                    alpha: torch.Tensor, init3d: torch.Tensor, scale: float, gin: GuidanceInputs | None,
-                   terms, lambdas: tuple[float, float, float, float],
+                   terms, lambdas: tuple[float, ...],
                    weight: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """Eq. 17 for a batch of frames.
 
     eps_hat, eps, x_k: (B, J, 3) normalised residual space; mu (J, 3); alpha (B, 1, 1) alpha_bar_k;
-    init3d (B, J, 3) metres; gin: the frames' STPG conditions (None: L_diff only); weight: optional
-    (B,) per-sample weights of the epsilon MSE.
+    init3d (B, J, 3) metres; gin: the frames' STPG conditions (None: L_diff only); lambdas: the
+    energy weights in the order of engine.core.energies.ENERGIES; weight: optional (B,) per-sample
+    weights of the epsilon MSE.
     """
     se = (eps_hat - eps).square()
     l_diff = se.mean() if weight is None else (weight[:, None, None] * se).mean()
@@ -60,7 +62,7 @@ def diffusion_loss(eps_hat: torch.Tensor, eps: torch.Tensor, x_k: torch.Tensor, 
         h0 = init3d + scale * x0
         h0 = h0 - h0[:, :1]
         t = stpg_terms(h0[:, None], gin, terms)
-        for lam, key in zip(lambdas, ("p", "s", "b", "d")):
+        for lam, key in zip(lambdas, ENERGY_KEYS, strict=True):
             v = t[key].mean()
             logs[key] = v.item()
             if lam > 0:

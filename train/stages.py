@@ -228,7 +228,7 @@ class DiffusionTrainable(nn.Module):
                 mix = mix.to(dev) | torch.zeros(B, dtype=torch.bool, device=dev).index_fill(0, ri, True)
         eps_hat = m.denoiser(init_t + scale * x_k, cond, k)
         g = m.cfg.guidance
-        lambdas = (g.lambda_p, g.lambda_s, g.lambda_b, g.lambda_d) if t.stpg_train else (0.0, 0.0, 0.0, 0.0)
+        lambdas = g.weights() if t.stpg_train else (0.0,) * len(g.weights())
         gin = GuidanceInputs(kp_t, conf_t, intr_t, hist3d, mask) if t.stpg_train else None
         # start-mix samples: epsilon MSE weighted by (1 - a) / a, i.e. the MSE of the implied x_0
         # (their epsilon target grows like sqrt(a / (1 - a)) x_0; unweighted it would swamp Eq. 1's)

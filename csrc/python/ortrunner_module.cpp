@@ -99,10 +99,7 @@ starpose::LiftSettings convert_settings(const py::object& obj, const starpose::L
           const std::string gk = py::str(g.first);
           py::handle gv = g.second;
           if (gk == "enabled") s.guidance.enabled = gv.cast<bool>();
-          else if (gk == "lambda_p") s.guidance.lambda_p = gv.cast<float>();
-          else if (gk == "lambda_s") s.guidance.lambda_s = gv.cast<float>();
-          else if (gk == "lambda_b") s.guidance.lambda_b = gv.cast<float>();
-          else if (gk == "lambda_d") s.guidance.lambda_d = gv.cast<float>();
+          else if (gk == "weights") s.guidance.weights = gv.cast<std::vector<float>>();
           else if (gk == "rho") s.guidance.rho = gv.cast<float>();
           else if (gk == "max_step") s.guidance.max_step = gv.cast<float>();
           else if (gk == "mode") {
@@ -127,10 +124,7 @@ starpose::LiftSettings convert_settings(const py::object& obj, const starpose::L
 py::dict settings_dict(const starpose::LiftSettings& s) {
   py::dict g;
   g["enabled"] = s.guidance.enabled;
-  g["lambda_p"] = s.guidance.lambda_p;
-  g["lambda_s"] = s.guidance.lambda_s;
-  g["lambda_b"] = s.guidance.lambda_b;
-  g["lambda_d"] = s.guidance.lambda_d;
+  g["weights"] = s.guidance.weights;
   g["rho"] = s.guidance.rho;
   g["max_step"] = s.guidance.max_step;
   py::dict d;
@@ -267,5 +261,6 @@ PYBIND11_MODULE(_ortrunner, m) {
       .def_property_readonly("preset", &starpose::Runner::preset)
       .def_property_readonly("export_dir", &starpose::Runner::export_dir)
       .def_property_readonly("providers", &starpose::Runner::providers)
+      .def_property_readonly("energies", &starpose::Runner::energies)
       .def_property_readonly("defaults", [](const starpose::Runner& r) { return settings_dict(r.defaults()); });
 }

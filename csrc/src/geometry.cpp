@@ -87,8 +87,9 @@ void from_view(float* poses, int frames, int joints, const std::vector<float>& r
   }
 }
 
-StpgGrad::StpgGrad(const SkeletonSpec& skeleton, const GuidanceConstants& constants, int history)
-    : sk_(skeleton), c_(constants), L_(history), Q_(static_cast<int>(skeleton.bones.size())),
+StpgGrad::StpgGrad(const SkeletonSpec& skeleton, const GuidanceConstants& constants, const EnergySlots& slots,
+                   int history)
+    : sk_(skeleton), c_(constants), slots_(slots), L_(history), Q_(static_cast<int>(skeleton.bones.size())),
       win_(static_cast<size_t>(history) * Q_), mask_(history), prev_(3 * skeleton.joints), win_msum_(Q_),
       vec_(3 * Q_), len_(Q_), glen_(Q_), acc_(3 * skeleton.joints) {}
 
@@ -121,6 +122,9 @@ void StpgGrad::grad(const float* h_all, int hypotheses, const float* kp, const f
   const double fx = intr[0], fy = intr[1], cx = intr[2], cy = intr[3];
   const double ep2 = c_.eps_pix * c_.eps_pix, el2 = c_.eps_len * c_.eps_len, el = c_.eps_len;
   const double var_on = cnt_ >= 2.0 ? 1.0 : 0.0;
+  auto weight = [&g](int slot) { return slot < 0 ? 0.0 : static_cast<double>(g.weights[slot]); };
+  const double lambda_p = weight(slots_.reprojection), lambda_s = weight(slots_.symmetry);
+  const double lambda_b = weight(slots_.bone_variance), lambda_d = weight(slots_.temporal);
   for (int n = 0; n < hypotheses; ++n) {
     const float* h = h_all + static_cast<size_t>(n) * J * 3;
     float* out = out_all + static_cast<size_t>(n) * J * 3;
@@ -132,7 +136,7 @@ void StpgGrad::grad(const float* h_all, int hypotheses, const float* kp, const f
       const double front = zc > c_.min_depth ? 1.0 : 0.0;
       const double z = std::max(zc, c_.min_depth);
       const double ex = qx / z * fx + cx - kp[2 * j], ey = qy / z * fy + cy - kp[2 * j + 1];
-      const double s = conf[j] / std::sqrt(ex * ex + ey * ey + ep2) * g.lambda_p;
+      const double s = conf[j] / std::sqrt(ex * ex + ey * ey + ep2) * lambda_p;
       const double gx = s * ex * fx / z, gy = s * ey * fy / z;
       acc_[3 * j] = gx;
       acc_[3 * j + 1] = gy;
@@ -151,7 +155,7 @@ void StpgGrad::grad(const float* h_all, int hypotheses, const float* kp, const f
     // L_s: symmetry
     for (const auto& pr : sk_.symmetric_pairs) {
       const double d = len_[pr.first] - len_[pr.second];
-      const double s = g.lambda_s * d / std::sqrt(d * d + el * el);
+      const double s = lambda_s * d / std::sqrt(d * d + el * el);
       glen_[pr.first] += s;
       glen_[pr.second] -= s;
     }
@@ -167,7 +171,7 @@ void StpgGrad::grad(const float* h_all, int hypotheses, const float* kp, const f
         }
         const double dc = len_[q] - mean;
         const double s_cur = dc / std::sqrt(dc * dc + el * el);
-        glen_[q] += g.lambda_b * (s_cur - (s_cur + s_win) / cnt_) / cnt_;
+        glen_[q] += lambda_b * (s_cur - (s_cur + s_win) / cnt_) / cnt_;
       }
     }
     // chain rule through the bone lengths
@@ -182,7 +186,7 @@ void StpgGrad::grad(const float* h_all, int hypotheses, const float* kp, const f
     // L_d: differential term against frame t - 1
     if (prev_ok_ != 0.0) {
       for (int j = 0; j < J; ++j) {
-        const double w = g.lambda_d * 2.0 * sk_.joint_weights[j] * prev_ok_;
+        const double w = lambda_d * 2.0 * sk_.joint_weights[j] * prev_ok_;
         for (int a = 0; a < 3; ++a) acc_[3 * j + a] += w * (h[3 * j + a] - prev_[3 * j + a]);
       }
     }

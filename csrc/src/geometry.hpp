@@ -27,7 +27,8 @@ void from_view(float* poses, int frames, int joints, const std::vector<float>& r
 // engine.core.guidance.stpg_grad for the hypotheses of one video at one frame.
 class StpgGrad {
  public:
-  StpgGrad(const SkeletonSpec& skeleton, const GuidanceConstants& constants, int history);
+  StpgGrad(const SkeletonSpec& skeleton, const GuidanceConstants& constants, const EnergySlots& slots,
+           int history);
 
   // The video's history window: hist3d (L, J, 3), mask (L,). Call once per frame, before grad().
   void set_history(const float* hist3d, const float* mask);
@@ -39,6 +40,7 @@ class StpgGrad {
  private:
   const SkeletonSpec& sk_;
   GuidanceConstants c_;
+  EnergySlots slots_;
   int L_, Q_;
   std::vector<double> win_;      // (L, Q) bone lengths of the history frames
   std::vector<double> mask_;     // (L,)

@@ -208,6 +208,7 @@ int Runner::train_steps() const { return impl_->spec.train_steps; }
 const std::string& Runner::preset() const { return impl_->spec.preset; }
 const std::string& Runner::export_dir() const { return impl_->dir; }
 const LiftSettings& Runner::defaults() const { return impl_->spec.defaults; }
+const std::vector<std::string>& Runner::energies() const { return impl_->spec.energies; }
 const std::vector<std::string>& Runner::providers() const { return impl_->providers; }
 
 namespace {
@@ -225,7 +226,12 @@ void validate(const std::vector<VideoView>& videos, const LiftSettings& st, cons
   if (st.noise != "frame" && st.noise != "video")
     throw InputError("noise must be 'frame' or 'video', got '" + st.noise + "'");
   const GuidanceSettings& g = st.guidance;
-  const float vals[] = {g.lambda_p, g.lambda_s, g.lambda_b, g.lambda_d, g.rho, g.max_step};
+  if (g.weights.size() != spec.energies.size())
+    throw InputError("guidance weights: expected " + std::to_string(spec.energies.size()) +
+                     " (one per energy of Runner::energies()), got " + std::to_string(g.weights.size()));
+  std::vector<float> vals(g.weights);
+  vals.push_back(g.rho);
+  vals.push_back(g.max_step);
   for (float v : vals)
     if (!std::isfinite(v) || v < 0.f) throw InputError("guidance weights, rho and max_step must be finite and >= 0");
   for (size_t b = 0; b < videos.size(); ++b) {
@@ -361,7 +367,7 @@ LiftJob::LiftJob(const Runner::Impl& impl, const std::vector<VideoView>& videos,
   agg.resize(J3);
   stpg.reserve(B);
   for (int b = 0; b < B; ++b) {
-    stpg.emplace_back(spec.skeleton, spec.constants, L);
+    stpg.emplace_back(spec.skeleton, spec.constants, spec.energy_slots, L);
   }
   const int M = spec.gmm_components;
   double total = 0.0, acc = 0.0;

@@ -16,8 +16,8 @@ Spec load_spec(const std::string& dir) {
   Spec s;
   try {
     json::Value j = json::parse(ss.str());
-    if (!j.has("format") || j.at("format").as_string() != "starpose-runner-v1")
-      throw Error("format is not starpose-runner-v1 (re-export with python -m export.onnx)");
+    if (!j.has("format") || j.at("format").as_string() != "starpose-runner-v2")
+      throw Error("format is not starpose-runner-v2 (re-export with python -m export.onnx)");
     s.preset = j.at("preset").as_string();
     s.joints = j.at("joints").as_int();
     s.context_frames = j.at("context_frames").as_int();
@@ -52,10 +52,20 @@ Spec load_spec(const std::string& dir) {
     d.person_view = j.has("input_view") && j.at("input_view").as_string() == "person";
     const auto& gd = j.at("guidance");
     d.guidance.enabled = gd.at("enabled").as_bool();
-    d.guidance.lambda_p = static_cast<float>(gd.at("lambda_p").as_number());
-    d.guidance.lambda_s = static_cast<float>(gd.at("lambda_s").as_number());
-    d.guidance.lambda_b = static_cast<float>(gd.at("lambda_b").as_number());
-    d.guidance.lambda_d = static_cast<float>(gd.at("lambda_d").as_number());
+    const auto& energies = gd.at("energies");
+    for (size_t i = 0; i < energies.size(); ++i) {
+      const std::string name = energies.at(i).at("name").as_string();
+      EnergySlots& sl = s.energy_slots;
+      int* slot = name == "reprojection" ? &sl.reprojection : name == "symmetry" ? &sl.symmetry
+                  : name == "bone_variance" ? &sl.bone_variance : name == "temporal" ? &sl.temporal : nullptr;
+      if (slot == nullptr)
+        throw Error("guidance energy '" + name + "' has no C++ implementation in this runner "
+                    "(csrc/src/geometry.cpp); rebuild it with one");
+      if (*slot >= 0) throw Error("guidance energy '" + name + "' is listed twice");
+      *slot = static_cast<int>(i);
+      s.energies.push_back(name);
+      d.guidance.weights.push_back(static_cast<float>(energies.at(i).at("weight").as_number()));
+    }
     d.guidance.rho = static_cast<float>(gd.at("rho").as_number());
     d.guidance.max_step = static_cast<float>(gd.at("max_step").as_number());
     s.guidance_mode = gd.at("mode").as_string();

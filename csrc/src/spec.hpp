@@ -1,4 +1,4 @@
-// runner.json (export/onnx.py runner_spec, format starpose-runner-v1) as a struct.
+// runner.json (export/spec.py runner_spec, format starpose-runner-v2) as a struct.
 #pragma once
 
 #include <string>
@@ -21,6 +21,12 @@ struct GuidanceConstants {
   double eps_pix = 1e-4, eps_len = 1e-4, min_depth = 1e-3, solve_eps = 1e-6;
 };
 
+// Where each STPG energy this runner implements (csrc/src/geometry.cpp) sits in runner.json's
+// guidance.energies, i.e. in GuidanceSettings::weights; -1: not listed (weight 0).
+struct EnergySlots {
+  int reprojection = -1, symmetry = -1, bone_variance = -1, temporal = -1;
+};
+
 struct Spec {
   std::string preset;
   int joints = 0, context_frames = 0, history = 0, context_dim = 0, cond_dim = 0;
@@ -36,6 +42,8 @@ struct Spec {
   std::string guidance_mode;
   SkeletonSpec skeleton;
   GuidanceConstants constants;
+  std::vector<std::string> energies;   // guidance.energies names, in order
+  EnergySlots energy_slots;
 };
 
 // Reads and checks dir/runner.json; throws Error with the file name and the problem.

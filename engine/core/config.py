@@ -20,6 +20,8 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .energies import WEIGHT_FIELDS
+
 
 @dataclass(frozen=True)
 class ContextConfig:
@@ -108,8 +110,12 @@ class GuidanceConfig:
     def __post_init__(self) -> None:
         if self.mode not in ("x0", "full"):
             raise ValueError(f"guidance mode must be 'x0' or 'full', got {self.mode!r}")
-        for name in ("lambda_p", "lambda_s", "lambda_b", "lambda_d", "rho", "max_step"):
+        for name in (*WEIGHT_FIELDS, "rho", "max_step"):
             _real(self, name, 0.0, 1e6)
+
+    def weights(self) -> tuple[float, ...]:
+        """The energy weights in the order of :data:`engine.core.energies.ENERGIES`."""
+        return tuple(float(getattr(self, name)) for name in WEIGHT_FIELDS)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ import torch
 
 from .camera import solve_root_translation
 from .config import GuidanceConfig
+from .energies import ENERGY_KEYS
 from .skeleton import Skeleton
 
 EPS_PIX = 1e-4     # normalised screen units (~0.05 px at 1000 px)
@@ -78,7 +79,8 @@ def bone_lengths(h: torch.Tensor, incidence: torch.Tensor) -> torch.Tensor:
 
 
 def stpg_terms(h: torch.Tensor, c: GuidanceInputs, terms: SkeletonTerms) -> dict[str, torch.Tensor]:
-    """The four energies, each (B, N), differentiable w.r.t. h (T held fixed)."""
+    """The energies by key (:data:`engine.core.energies.ENERGIES`), each (B, N), differentiable
+    w.r.t. h (T held fixed)."""
     b, n = h.shape[:2]
     kp = c.kp2d[:, None].expand(b, n, -1, -1)                               # (B, N, J, 2)
     conf = c.conf[:, None].expand(b, n, -1)
@@ -113,7 +115,7 @@ def _smooth_abs_norm(v: torch.Tensor, eps: float) -> torch.Tensor:
 def stpg_energy(h: torch.Tensor, c: GuidanceInputs, terms: SkeletonTerms, cfg: GuidanceConfig) -> torch.Tensor:
     """Eq. 16 per hypothesis: (B, N)."""
     t = stpg_terms(h, c, terms)
-    return cfg.lambda_p * t["p"] + cfg.lambda_s * t["s"] + cfg.lambda_b * t["b"] + cfg.lambda_d * t["d"]
+    return sum(w * t[key] for key, w in zip(ENERGY_KEYS, cfg.weights()))
 
 
 def stpg_grad(h: torch.Tensor, c: GuidanceInputs, terms: SkeletonTerms, cfg: GuidanceConfig) -> torch.Tensor:

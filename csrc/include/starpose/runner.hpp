@@ -52,7 +52,8 @@ bool onnxruntime_loaded();
 
 struct GuidanceSettings {
   bool enabled = true;
-  float lambda_p = 1.f, lambda_s = 1.f, lambda_b = 0.01f, lambda_d = 0.01f;
+  std::vector<float> weights;   // energy weights in the order of Runner::energies() (runner.json's
+                                // guidance.energies, engine/core/energies.py); defaults() fills them
   float rho = 0.002f;       // metres per unit gradient
   float max_step = 0.02f;   // per-joint trust region per step, metres
 };
@@ -113,6 +114,7 @@ class Runner {
   const std::string& preset() const;
   const std::string& export_dir() const;
   const LiftSettings& defaults() const;          // from runner.json
+  const std::vector<std::string>& energies() const;   // STPG energy names, the order of guidance.weights
   const std::vector<std::string>& providers() const;
   int train_steps() const;      // K
 
