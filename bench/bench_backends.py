@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                 skipped[name] = str(e)
                 continue
             rows[label] = {"backend": name, "threads": threads, "setup_s": setup, "backend_obj": backend,
-                           "times": [], "providers": getattr(backend, "providers", None)}
+                           "times": [], "providers": backend.providers}
 
     def run(row):
         torch.set_num_threads(row["threads"] if row["backend"] == "torch" else 1)

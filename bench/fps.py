@@ -78,7 +78,7 @@ def measure(model: StarPose, backend_name: str, device: str, videos: list[VideoI
     t = time_runs(lambda: lifter.lift(videos, seed=0), repeats=repeats, sync=sync)
     frames = sum(v.frames for v in videos)
     return {"fps": frames / t["median"], "fps_min": frames / t["max"], "fps_max": frames / t["min"],
-            "providers": getattr(backend, "providers", None)}
+            "providers": backend.providers}
 
 
 def flops_per_frame(model: StarPose, frames: int) -> float:

@@ -196,8 +196,8 @@ def make_backend_on(name: str, model, run: Run):
     Runtime really uses CUDA (it falls back to CPU silently)."""
     from engine.core.backend import make_backend
     backend = make_backend(name, model, run.device)
-    providers = getattr(backend, "providers", None)
-    if run.cuda and providers is not None and providers[0] != "CUDAExecutionProvider":
+    providers = backend.providers
+    if run.cuda and name in ("onnx", "cpp") and providers[0] != "CUDAExecutionProvider":
         run.record("FAIL", f"{name} on CUDA", f"ONNX Runtime sessions run on {providers}: install the gpu extra "
                    "(pip install -e '.[gpu]', not '.[cpu]') and check CUDA / cuDNN libraries")
     return backend
@@ -454,7 +454,7 @@ def lift_fps(run: Run, preset: str, name: str) -> dict:
         fps.append(sum(v.frames for v in vids) / (time.perf_counter() - t0))
     return {"preset": preset, "backend": name, "setup_s": round(setup, 2), "frames": frames, "videos": many,
             "fps_single": round(fps[0], 1), "fps_batched": round(fps[1], 1),
-            "providers": getattr(backend, "providers", None)}
+            "providers": backend.providers}
 
 
 def section_kernels(run: Run) -> None:

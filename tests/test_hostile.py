@@ -65,7 +65,8 @@ def lift_args(inp, ckpt, *extra):
 def test_output_paths_that_cannot_be_written_fail_before_lifting(tmp_path, kp, tiny_checkpoint, capsys,
                                                                  monkeypatch):
     import engine.front.api
-    monkeypatch.setattr(engine.front.api, "lift_keypoints", lambda *a, **k: pytest.fail("lifted before checking"))
+    monkeypatch.setattr(engine.front.api.StarPoseLifter, "lift_clips",
+                        lambda *a, **k: pytest.fail("lifted before checking"))
     inp = tmp_path / "c.npy"
     np.save(inp, kp)
     (tmp_path / "afile").write_text("x")

@@ -246,7 +246,7 @@ def test_ctrl_c_keeps_finished_outputs(tmp_path, ckpt, monkeypatch, capsys):
     import engine.front.api
     for name in ("a", "b", "c"):
         np.save(tmp_path / f"{name}.npy", _coco(4))
-    real = engine.front.api.lift_keypoints
+    real = engine.front.api.StarPoseLifter.lift_clips
     calls = []
 
     def interrupt_second(*a, **k):
@@ -255,7 +255,7 @@ def test_ctrl_c_keeps_finished_outputs(tmp_path, ckpt, monkeypatch, capsys):
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(engine.front.api, "lift_keypoints", interrupt_second)
+    monkeypatch.setattr(engine.front.api.StarPoseLifter, "lift_clips", interrupt_second)
     assert _cli(ckpt, "--input", tmp_path, "--export", "csv") == 130
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npy", "a_3d.csv", "a_3d.npz", "b.npy", "c.npy"]
     assert "1 finished output(s) kept" in capsys.readouterr().err

@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 pytest.importorskip("matplotlib")
 from engine.core.skeleton import H36M17  # noqa: E402
 from engine.front import visualize  # noqa: E402
-from engine.front.io import result_arrays, write_npz_atomic  # noqa: E402
+from engine.front.io import npz_arrays, write_npz_atomic  # noqa: E402
 from examples.make_example import walker  # noqa: E402
 
 
@@ -23,9 +23,11 @@ def result(tmp_path):
     kp = cam[..., :2] / cam[..., 2:3] * 1145 + 500
     kp = np.concatenate([kp, np.ones(kp.shape[:2] + (1,))], -1)
     kp[2, 5, 2] = 0                                              # a filled joint (drawn hollow)
-    arrays = result_arrays(cam - cam[:, :1], np.zeros(cam.shape[:2]), H36M17.joint_names,
-                           {"fps": 25.0, "image_size": [1000, 1000]})
-    arrays["keypoints_2d"] = kp.astype(np.float32)
+    rel = cam - cam[:, :1]
+    arrays = npz_arrays({"poses_3d": (rel * 1000.0).astype(np.float32),
+                         "poses_3d_std": np.zeros(cam.shape[:2], np.float32),
+                         "joint_names": np.array(H36M17.joint_names), "keypoints_2d": kp.astype(np.float32),
+                         "meta": {"fps": 25.0, "image_size": [1000, 1000]}})
     np.save(tmp_path / "kp.npy", kp[..., :2])
     return write_npz_atomic(tmp_path / "r_3d.npz", **arrays)
 

@@ -2,7 +2,7 @@
 
 ``--seed`` must mean the same numbers in every backend and in a C++ application, so the GMM
 samples that start each frame's reverse process come from a counter-based generator simple
-enough to write identically in both languages (csrc/src/rng.hpp is the C++ twin; keep the two in
+enough to write identically in both languages (csrc/include/starpose/rng.hpp is the C++ twin; keep the two in
 step, tests/test_rng.py checks them against each other and against fixed values):
 
 - words: SplitMix64 (Steele, Lea, Flood 2014). The stream of one draw starts from the key

@@ -9,7 +9,8 @@
     for frame in frames: poses = stream.push(frame)            # (n, 17, 3) mm; stream.flush()
     fast = lifter.lift(kps, image_size=(1920, 1080), encoder_only=True)   # context encoder alone
 
-The steps of :meth:`StarPoseLifter.lift` (the CLI runs the same ones, :func:`lift_keypoints`):
+The steps of :meth:`StarPoseLifter.lift` (engine.run and engine.corpus run the same ones:
+:meth:`StarPoseLifter.prepare_clip` for steps 1-3, :meth:`StarPoseLifter.lift_clips` for 4-6):
 
 1. layout conversion to Human3.6M-17 (:func:`engine.front.formats.to_h36m`), input checks;
 2. missing / low-confidence joints filled in time, confidence 0 (:func:`engine.front.resample.fill_missing`);
@@ -39,7 +40,7 @@ from ..core.camera import Intrinsics, normalize_screen
 from ..core.errors import InputError
 from ..core.intrinsics import estimate_focal as _estimate_focal
 from ..core.intrinsics import root_trajectory
-from ..core.pipeline import MAX_NORMALIZED
+from ..core.pipeline import MAX_NORMALIZED, VideoInput
 from . import validate
 from .formats import FORMATS, check_h36m_layout, to_h36m
 from .resample import fill_missing, resample
@@ -167,28 +168,42 @@ def config_overrides(hypotheses=None, steps=None, aggregation=None, guidance=Non
     return {"diffusion": diffusion, "guidance": guide}
 
 
-def lift_keypoints(lifter, kp: np.ndarray, intr: Intrinsics, intrinsics_given: bool, fps: float | None = None,
-                   seed: int = 0, progress=None, estimate_focal: bool = True, encoder_only: bool = False) -> dict:
-    """Steps 3-6 of the module doc on prepared (T, 17, 3) pixel keypoints.
+@dataclass
+class PreparedClip:
+    """One clip (one person) checked and ready to lift: steps 1-3 of the module doc."""
+    kp: np.ndarray                      # (T, 17, 3) Human3.6M pixels + confidence, missing joints filled
+    filled: np.ndarray                  # (T, 17) bool: the joints that were filled
+    intrinsics: Intrinsics
+    intrinsics_given: bool
+    fps: float | None                   # the keypoints' rate; None: the model's
+    video: VideoInput                   # the frames at the model's rate, normalised: what the Lifter lifts
+    meta: dict                          # what the output's meta records about the input
+    ground_truth: np.ndarray | None = None   # (T, 17, 3) mm; the output's meta then has gt_mpjpe_mm
 
-    Args:
-        lifter: an :class:`engine.core.pipeline.Lifter`.
-        encoder_only: the context encoder's estimate alone (spread all zeros).
+
+def gt_mpjpe_mm(poses_mm: np.ndarray, gt_mm: np.ndarray, root: int = 0) -> float:
+    """Root-relative MPJPE (mm) of output poses (T, J, 3) against ground truth of the same shape.
+
+    Both are made relative to their own root joint first (the output already is), so a ground truth
+    given with its camera-frame translation scores the same as a root-relative one.
+    """
+    from ..core.metrics import mpjpe
+    pred = np.asarray(poses_mm, np.float64)
+    gt = np.asarray(gt_mm, np.float64)
+    if pred.shape != gt.shape:
+        raise InputError(f"gt_poses_3d has shape {gt.shape}, the output {pred.shape}")
+    return mpjpe(pred - pred[:, root:root + 1], gt - gt[:, root:root + 1])
+
+
+def finish_lift(result, clip: PreparedClip, model_fps: float, estimate_focal: bool = True) -> dict:
+    """Steps 5-6 of the module doc for one lifted clip.
+
     Returns:
         dict with ``poses_m`` (T, J, 3), ``spread_m`` (T, J), ``root_m`` (T, 3) and ``meta``.
     """
-    from ..core.pipeline import VideoInput
-    model_fps = float(lifter.model.cfg.fps)
-    frames = kp.shape[0]
-    if fps is not None:
-        fps = validate.real(fps, "fps", *FPS_RANGE)
-    seed = validate.seed(seed)
-    progress = validate.callback(progress, "progress")
+    kp, intr, fps, frames = clip.kp, clip.intrinsics, clip.fps, clip.kp.shape[0]
     src_fps = fps if fps is not None else model_fps
     resampled = abs(src_fps - model_fps) > 1e-6 * model_fps
-    kp_model = resample(kp, src_fps, model_fps) if resampled else kp
-    video = VideoInput.from_pixels(kp_model, intr)        # refuses coordinates far outside the image
-    result = lifter.lift([video], seed=seed, progress=progress, encoder_only=encoder_only)[0]
     poses, spread = result.poses, result.spread
     if resampled:
         poses = resample(poses, model_fps, src_fps, frames)
@@ -197,10 +212,10 @@ def lift_keypoints(lifter, kp: np.ndarray, intr: Intrinsics, intrinsics_given: b
         raise InputError("lifting produced non-finite values: the input is far outside what the model handles")
     meta = {"intrinsics_px": [intr.fx, intr.fy, intr.cx, intr.cy], "image_size": [intr.width, intr.height],
             "fps_model": model_fps, "fps": src_fps, "fps_source": fps, "resampled": resampled,
-            "frames": frames, "frames_lifted": video.frames}
+            "frames": frames, "frames_lifted": clip.video.frames}
     conf = kp[..., 2]
     traj_intr = intr
-    if intrinsics_given:
+    if clip.intrinsics_given:
         meta["intrinsics_source"] = "given"
     elif estimate_focal:
         est = _estimate_focal(poses, kp[..., :2], intr.width, intr.height, conf)
@@ -249,6 +264,8 @@ class StarPoseLifter:
             check_backend_options(backend, str(self.device), backend_options)   # before the slow part
         except BackendUnavailable as e:
             raise InputError(str(e)) from None
+        validate.sampler_overrides(overrides)
+        self.seed = validate.seed(overrides.get("seed", 0))
         t0 = time.perf_counter()
         if model is None:
             ckpt = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
@@ -264,17 +281,9 @@ class StarPoseLifter:
             model = model.to(self.device).eval()
             self.checkpoint = None
         self.model = model
-        self.seed = validate.seed(overrides.get("seed", 0))
-        for name in ("hypotheses", "steps"):
-            if overrides.get(name) is not None:
-                validate.integer(overrides[name], name, 1)
         steps, trained = overrides.get("steps"), model.cfg.diffusion.train_steps
         if steps is not None and steps > trained:
             raise InputError(f"steps {steps} exceeds the model's {trained} training steps")
-        if overrides.get("rho") is not None:
-            validate.real(overrides["rho"], "rho", 0.0)
-        if overrides.get("guidance") is not None:
-            validate.flag(overrides["guidance"], "guidance")
         sections = config_overrides(**{k: v for k, v in overrides.items() if k != "seed"})
         try:
             self.cfg = model.cfg.with_overrides(**sections)
@@ -328,17 +337,63 @@ class StarPoseLifter:
         if normalized and image_size is None:
             raise InputError("normalised keypoints need the image size")
         intr, given = resolve_intrinsics(image_size, intrinsics)
-        kp, filled = prepare_keypoints(keypoints, format, conf_threshold,
-                                       validate.image_size(image_size) if normalized else None)
-        out = lift_keypoints(self.lifter, kp, intr, given, fps, seed, progress, estimate_focal, encoder_only)
+        setup = ClipSetup(format, intr, given, fps, validate.image_size(image_size) if normalized else None)
+        clip = self.prepare_clip(keypoints, setup, conf_threshold)
+        return self.lift_clips([clip], seed, progress, encoder_only, estimate_focal)[0]
+
+    def prepare_clip(self, keypoints, setup: ClipSetup, conf_threshold: float | None = None,
+                     where: str = "keypoints", check_layout: bool = False, check_normalized: bool = False,
+                     ground_truth: np.ndarray | None = None, meta: dict | None = None) -> PreparedClip:
+        """Steps 1-3 for one person's keypoints: every input check, before anything is lifted.
+
+        Args:
+            keypoints: (T, J, 2|3) in the layout ``setup.format``.
+            setup: layout, intrinsics, frame rate (:func:`clip_setup` for a file read by
+                :func:`engine.front.readers.read_input`).
+            where: how messages name the clip (a path, "clip person 2").
+            check_layout: refuse Human3.6M-order input that looks like COCO-17.
+            check_normalized: refuse pixel input whose coordinates all lie within [0, 1.5].
+            ground_truth: (T, 17, 3) mm ground truth of the same frames (meta gt_mpjpe_mm).
+            meta: what the output's meta should record about the input (file, person, ...).
+        """
+        fps = None if setup.fps is None else validate.real(setup.fps, "fps", *FPS_RANGE)
+        intr = setup.intrinsics
+        kp, filled = prepare_keypoints(keypoints, setup.format, conf_threshold, setup.normalized_size, where,
+                                       check_layout=check_layout,
+                                       image_size=(intr.width, intr.height) if check_normalized else None)
+        check_ground_truth(ground_truth, kp, where)
+        model_fps = float(self.model.cfg.fps)
+        src_fps = fps if fps is not None else model_fps
+        resampled = abs(src_fps - model_fps) > 1e-6 * model_fps
+        video = VideoInput.from_pixels(resample(kp, src_fps, model_fps) if resampled else kp, intr)   # refuses
+        info = {"format": setup.format, "conf_threshold": conf_threshold, "filled_joints": int(filled.sum())}
+        info.update(meta or {})
+        return PreparedClip(kp, filled, intr, setup.intrinsics_given, fps, video, info, ground_truth)
+
+    def lift_clips(self, clips: list[PreparedClip], seed: int | None = None, progress=None,
+                   encoder_only: bool = False, estimate_focal: bool = True) -> list[dict]:
+        """Steps 4-6 for prepared clips, in one autoregressive pass: the outputs of :meth:`lift`."""
+        seed = self.seed if seed is None else validate.seed(seed)
+        progress = validate.callback(progress, "progress")
+        encoder_only = validate.flag(encoder_only, "encoder_only")
+        results = self.lifter.lift([c.video for c in clips], seed=seed, progress=progress, encoder_only=encoder_only)
+        return [self.finish(c, r, seed, encoder_only, estimate_focal) for c, r in zip(clips, results)]
+
+    def finish(self, clip: PreparedClip, result, seed: int, encoder_only: bool = False,
+               estimate_focal: bool = True) -> dict:
+        """Steps 5-6 for one clip's :class:`engine.core.pipeline.LiftResult`: the output of :meth:`lift`."""
+        out = finish_lift(result, clip, float(self.model.cfg.fps), estimate_focal)
         meta = self.describe(encoder_only)
+        meta["seed"] = None if encoder_only else seed
+        meta.update(clip.meta)
         meta.update(out["meta"])
-        meta.update({"format": format, "conf_threshold": conf_threshold, "filled_joints": int(filled.sum())})
+        if clip.ground_truth is not None:
+            meta["gt_mpjpe_mm"] = gt_mpjpe_mm(out["poses_m"] * 1000.0, clip.ground_truth, self.model.skeleton.root)
         return {
             "poses_3d": (out["poses_m"] * 1000.0).astype(np.float32),
             "poses_3d_std": (out["spread_m"] * 1000.0).astype(np.float32),
             "root_trajectory": (out["root_m"] * 1000.0).astype(np.float32),
-            "keypoints_2d": kp.astype(np.float32),
+            "keypoints_2d": clip.kp.astype(np.float32),
             "joint_names": np.array(self.joint_names),
             "meta": meta,
         }

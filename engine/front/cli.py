@@ -36,7 +36,7 @@ from ..core.backend import available_backends
 from ..core.errors import InputError
 from ..core.skeleton import H36M17
 from .formats import FORMATS
-from .io import OutputGroup, check_writable, result_arrays
+from .io import OutputGroup, check_writable, npz_arrays
 from .writers import EXPORTS
 
 EXIT_BAD_INPUT = 2
@@ -261,57 +261,41 @@ def _run(args, written: list[Path]) -> int:
 
 def _lift_clip(args, api, clip: Path, batch: bool, exports: list[str], written: list[Path]) -> None:
     """Read, check and prepare every person first (so a bad input writes nothing), then lift."""
-    from .api import check_ground_truth, clip_setup, prepare_keypoints
+    from .api import clip_setup
     from .batch import output_path
     from .readers import read_input, select_people
-    from .resample import frames_at_rate
     from .writers import export_paths, write_exports
 
     raw = read_input(clip)
     setup = clip_setup(raw, str(clip), args.format, args.image_size, args.intrinsics, args.normalized, args.fps)
-    fmt, intr, given, fps = setup.format, setup.intrinsics, setup.intrinsics_given, setup.fps
     people = select_people(raw, args.person, args.all_people, str(clip))
     prepared = []
     for pid, arr in people:
         where = str(clip) if pid is None or len(people) == 1 and args.person is None else f"{clip} person {pid}"
-        kp, filled = prepare_keypoints(arr, fmt, args.conf_threshold, setup.normalized_size, where,
-                                       check_layout=args.format is None, image_size=(intr.width, intr.height))
+        gt = raw.extras.get("gt_poses_3d", {}).get(0 if pid is None else pid)
+        one = api.prepare_clip(arr, setup, args.conf_threshold, where, check_layout=args.format is None,
+                               check_normalized=True, ground_truth=gt,
+                               meta={"input": str(clip), "person": pid, "normalized_input": bool(args.normalized)})
         out = output_path(clip, pid if args.all_people else None, args.output, batch)
         _check_output_names(clip, out, exports)
         for target in [out, *export_paths(out, exports)]:       # before lifting, not after
             check_writable(target)
-        gt = raw.extras.get("gt_poses_3d", {}).get(0 if pid is None else pid)
-        check_ground_truth(gt, kp, where)
-        prepared.append((pid, kp, filled, out, gt))
+        prepared.append((one, out))
 
-    lifter, ckpt = api.lifter, api.checkpoint
-    model = lifter.model
-    for pid, kp, filled, out, gt in prepared:
-        model_frames = kp.shape[0] if fps is None else frames_at_rate(kp.shape[0], fps, model.cfg.fps)
+    for one, out in prepared:
         bar = None
-        if not args.quiet and model_frames >= 200:
+        if not args.quiet and one.video.frames >= 200:
             from tqdm import tqdm
-            bar = tqdm(total=model_frames, unit="frame", desc="lifting", file=sys.stderr)
+            bar = tqdm(total=one.video.frames, unit="frame", desc="lifting", file=sys.stderr)
         t0 = time.perf_counter()
         try:
-            from .api import lift_keypoints
-            res = lift_keypoints(lifter, kp, intr, given, fps, args.seed, bar.update if bar else None,
-                                 encoder_only=args.encoder_only)
+            res = api.lift_clips([one], progress=bar.update if bar else None, encoder_only=args.encoder_only)[0]
         finally:
             if bar is not None:
                 bar.close()
         dt = time.perf_counter() - t0
-        meta = api.describe(args.encoder_only)
-        meta.update({"checkpoint": ckpt, "seed": None if args.encoder_only else args.seed,
-                     "input": str(clip), "format": fmt,
-                     "person": pid, "conf_threshold": args.conf_threshold, "filled_joints": int(filled.sum()),
-                     "normalized_input": bool(args.normalized)})
-        meta.update(res["meta"])
-        if gt is not None:
-            meta["gt_mpjpe_mm"] = gt_mpjpe_mm(res["poses_m"] * 1000.0, gt, model.skeleton.root)
-        arrays = result_arrays(res["poses_m"], res["spread_m"], model.skeleton.joint_names, meta)
-        arrays["root_trajectory"] = (res["root_m"] * 1000.0).astype(np.float32)
-        arrays["keypoints_2d"] = kp.astype(np.float32)
+        meta = res["meta"]
+        arrays = npz_arrays(res)
         group = OutputGroup()                 # the .npz and its exports: all written, or none
         try:
             with group:
@@ -322,10 +306,10 @@ def _lift_clip(args, api, clip: Path, batch: bool, exports: list[str], written: 
             if group.committed:
                 written.append(out)
         if not args.quiet:
-            n = kp.shape[0]
-            d = lifter.cfg.diffusion
+            n = one.kp.shape[0]
+            d = api.cfg.diffusion
             how = "context encoder only" if args.encoder_only else f"{d.hypotheses} hypotheses x {d.sample_steps} steps"
-            acc = "" if gt is None else f"; MPJPE vs gt_poses_3d in the input: {meta['gt_mpjpe_mm']:.1f} mm"
+            acc = f"; MPJPE vs gt_poses_3d in the input: {meta['gt_mpjpe_mm']:.1f} mm" if "gt_mpjpe_mm" in meta else ""
             if api.setup_s["backend"] > 5.0 and not written[:-1]:     # a first-call export happened
                 acc += (f"; set-up before lifting took {sum(api.setup_s.values()):.1f} s (ONNX export, cached "
                         "for the next runs)")
@@ -334,20 +318,6 @@ def _lift_clip(args, api, clip: Path, batch: bool, exports: list[str], written: 
         print(out)
         for path in export_paths(out, exports):      # every file written, one per line (scripts read them)
             print(path)
-
-
-def gt_mpjpe_mm(poses_mm: np.ndarray, gt_mm: np.ndarray, root: int = 0) -> float:
-    """Root-relative MPJPE (mm) of output poses (T, J, 3) against ground truth of the same shape.
-
-    Both are made relative to their own root joint first (the output already is), so a ground truth
-    given with its camera-frame translation scores the same as a root-relative one.
-    """
-    from ..core.metrics import mpjpe
-    pred = np.asarray(poses_mm, np.float64)
-    gt = np.asarray(gt_mm, np.float64)
-    if pred.shape != gt.shape:
-        raise InputError(f"gt_poses_3d has shape {gt.shape}, the output {pred.shape}")
-    return mpjpe(pred - pred[:, root:root + 1], gt - gt[:, root:root + 1])
 
 
 if __name__ == "__main__":

@@ -268,11 +268,12 @@ def write_npz_atomic(path: str | Path, **arrays) -> Path:
     return write_atomic(path, lambda f: np.savez_compressed(f, **arrays))
 
 
-def result_arrays(poses_m: np.ndarray, spread_m: np.ndarray, joint_names: tuple[str, ...], meta: dict) -> dict:
-    """The output contract of engine.run: mm, camera frame, root-relative."""
-    return {
-        "poses_3d": (poses_m * 1000.0).astype(np.float32),
-        "poses_3d_std": (spread_m * 1000.0).astype(np.float32),
-        "joint_names": np.array(joint_names),
-        "meta": np.array(json.dumps(meta, sort_keys=True)),
-    }
+OUTPUT_ARRAYS = ("poses_3d", "poses_3d_std", "joint_names", "meta", "root_trajectory", "keypoints_2d")
+
+
+def npz_arrays(output: dict) -> dict:
+    """An output of :meth:`engine.front.api.StarPoseLifter.lift` as the arrays of its .npz file (the
+    output contract of engine.run: mm, camera frame, root-relative), ``meta`` as sorted JSON."""
+    arrays = {k: output[k] for k in OUTPUT_ARRAYS if k in output}
+    arrays["meta"] = np.array(json.dumps(output["meta"], sort_keys=True))
+    return arrays

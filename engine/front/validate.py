@@ -137,12 +137,26 @@ def image_size(value, name: str = "image size") -> tuple[int, int]:
     return w, h
 
 
+def sampler_overrides(overrides: dict) -> None:
+    """The sampler settings of :class:`engine.front.api.StarPoseLifter` (None: the checkpoint's):
+    ``hypotheses``, ``steps`` (the model's own bound K is checked once it is loaded), ``rho``,
+    ``guidance``, ``seed``; ``aggregation`` and ``guidance_mode`` are checked by the config."""
+    from ..core.config import MAX_SIZE
+    for name, hi in (("hypotheses", MAX_SIZE["hypotheses"]), ("steps", MAX_SIZE["sample_steps"])):
+        if overrides.get(name) is not None:
+            integer(overrides[name], name, 1, hi)
+    if overrides.get("rho") is not None:
+        real(overrides["rho"], "rho", 0.0)
+    if overrides.get("guidance") is not None:
+        flag(overrides["guidance"], "guidance")
+    seed(overrides.get("seed", 0))
+
+
 def lift_flags(opts) -> None:
     """Check the lifting settings shared by ``engine.run`` and ``engine.corpus`` before any model is
     loaded, read as attributes of ``opts`` (an argparse namespace or a settings dataclass), with
     the validators (and messages) the library applies to the same values: sampler settings
     against ``encoder_only``, sizes, seed, threads, rho, image size, confidence threshold, fps."""
-    from ..core.config import MAX_SIZE
     from .api import FPS_RANGE
     if opts.encoder_only:
         given = [f"--{n.replace('_', '-')}" for n in SAMPLER_FLAGS if getattr(opts, n) is not None]
@@ -150,13 +164,8 @@ def lift_flags(opts) -> None:
         if given:
             raise InputError(f"--encoder-only skips the diffusion sampler, so {', '.join(given)} cannot be "
                              "combined with it")
-    for name, hi in (("hypotheses", MAX_SIZE["hypotheses"]), ("steps", MAX_SIZE["sample_steps"])):
-        if getattr(opts, name) is not None:
-            integer(getattr(opts, name), name, 1, hi)
-    seed(opts.seed)
+    sampler_overrides({"hypotheses": opts.hypotheses, "steps": opts.steps, "rho": opts.rho, "seed": opts.seed})
     integer(opts.threads, "threads", 1, 256)
-    if opts.rho is not None:
-        real(opts.rho, "rho", 0.0)
     if opts.image_size is not None:
         image_size(opts.image_size)
     if opts.conf_threshold is not None:

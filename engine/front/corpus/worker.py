@@ -4,14 +4,15 @@ The same :class:`CorpusWorker` runs in the job's own process, in each ``--worker
 in each Ray actor, so a clip's output never depends on where it ran. Per chunk:
 
 1. every clip is read and prepared exactly as ``engine.run`` does (:func:`prepare_clip`: the
-   readers, layout conversion, filling, intrinsics, fps and checks of the library); a clip that
-   fails is an error outcome, and the others go on;
+   readers, then :meth:`engine.front.api.StarPoseLifter.prepare_clip`: layout conversion,
+   filling, intrinsics, fps and every check of the library); a clip that fails is an error
+   outcome, and the others go on;
 2. the prepared clips are sorted by length and cut into batches of ``batch_size``; each batch
    is one autoregressive pass of :meth:`engine.core.pipeline.Lifter.lift` (videos of different
    lengths share it, the shorter leave the batch as they end); if a batch fails, its clips are
    lifted one by one so that only the bad one is an error;
-3. each result is finished by :func:`engine.front.api.lift_keypoints` (resampling back, focal
-   estimate, root trajectory) into the arrays and meta that ``engine.run`` writes.
+3. each result is finished by :meth:`engine.front.api.StarPoseLifter.finish` (resampling back,
+   focal estimate, root trajectory) into the arrays and meta that ``engine.run`` writes.
 
 Bit-identity: a clip's output must not depend on its batch. Each video has its own noise, so
 what remains is floating point: a matrix product's row must come out the same whatever the
@@ -40,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from ...core.errors import InputError
+from ..io import npz_arrays
 from .inputs import ClipTask, is_url
 
 DEFAULT_BATCH = 16                        # torch: 1.8x the frames/s of batch 1 on one core (README)
@@ -149,38 +151,8 @@ class ClipOutcome:
 class Prepared:
     """A clip read and checked, ready for the batched lift."""
     task: ClipTask
-    kp: np.ndarray                     # (T, 17, 3) H36M pixels + confidence, filled
-    filled: np.ndarray                 # (T, 17) bool
-    intr: object                       # engine.core.camera.Intrinsics
-    given: bool                        # intrinsics given by the user
-    fps: float | None
-    fmt: str
-    pid: int | None
-    gt: np.ndarray | None
-    video: object                      # engine.core.pipeline.VideoInput, as lift_keypoints builds it
+    clip: object                       # engine.front.api.PreparedClip
     seconds: float
-
-
-class _Captured(Exception):
-    def __init__(self, video):
-        super().__init__("captured")
-        self.video = video
-
-
-class _Stage:
-    """Stands in for the Lifter inside :func:`engine.front.api.lift_keypoints`, so that the corpus runs
-    that function's own steps around a batched lift: without a result, ``lift`` hands back the
-    prepared video (steps 3-4, every input check included); with one, it returns it, and
-    lift_keypoints finishes it (steps 5-6) as it does for ``engine.run``."""
-
-    def __init__(self, model, result=None):
-        self.model = model
-        self.result = result
-
-    def lift(self, videos, seed=0, progress=None, encoder_only=False):
-        if self.result is None:
-            raise _Captured(videos[0])
-        return [self.result]
 
 
 def read_clip(source: str):
@@ -203,29 +175,25 @@ def read_clip(source: str):
         return read_input(dst)
 
 
-def prepare_clip(task: ClipTask, s: LiftSettings, model) -> Prepared:
-    """Read one clip and prepare it as engine.run does; raises InputError for a bad clip."""
-    from ..api import check_ground_truth, clip_setup, lift_keypoints, prepare_keypoints
+def prepare_clip(task: ClipTask, s: LiftSettings, api) -> Prepared:
+    """Read one clip and prepare it as engine.run does (:meth:`engine.front.api.StarPoseLifter.prepare_clip`);
+    raises InputError for a bad clip."""
+    from ..api import clip_setup
     from ..readers import select_people
 
     t0 = time.perf_counter()
     where = task.source
     raw = read_clip(task.source)
     setup = clip_setup(raw, where, s.format, s.image_size, s.intrinsics, s.normalized, s.fps)
-    fmt, intr, given, fps = setup.format, setup.intrinsics, setup.intrinsics_given, setup.fps
     people = select_people(raw, s.person, False, where)
     pid, arr = people[0]
     label = where if pid is None or s.person is None else f"{where} person {pid}"
-    kp, filled = prepare_keypoints(arr, fmt, s.conf_threshold, setup.normalized_size, label,
-                                   check_layout=s.format is None, image_size=(intr.width, intr.height))
     gt = raw.extras.get("gt_poses_3d", {}).get(0 if pid is None else pid)
-    check_ground_truth(gt, kp, label)
-    try:
-        lift_keypoints(_Stage(model), kp, intr, given, fps, s.seed, None, encoder_only=s.encoder_only)
-        raise RuntimeError("engine.front.api.lift_keypoints did not call lifter.lift")
-    except _Captured as c:
-        video = c.video
-    return Prepared(task, kp, filled, intr, given, fps, fmt, pid, gt, video, time.perf_counter() - t0)
+    source = task.source if is_url(task.source) else str(Path(task.source))
+    clip = api.prepare_clip(arr, setup, s.conf_threshold, label, check_layout=s.format is None,
+                            check_normalized=True, ground_truth=gt,
+                            meta={"input": source, "person": pid, "normalized_input": bool(s.normalized)})
+    return Prepared(task, clip, time.perf_counter() - t0)
 
 
 def batch_is_bit_identical(lifter, batch: int, seed: int, encoder_only: bool) -> bool:
@@ -303,10 +271,10 @@ class CorpusWorker:
         for task in tasks:
             t0 = time.perf_counter()
             try:
-                prepared.append(prepare_clip(task, self.settings, self.model))
+                prepared.append(prepare_clip(task, self.settings, self.api))
             except Exception as e:          # noqa: BLE001 - one bad clip never stops the corpus
                 outcomes.append(self._error(task, e, time.perf_counter() - t0))
-        prepared.sort(key=lambda p: -p.video.frames)
+        prepared.sort(key=lambda p: -p.clip.video.frames)
         b = self.batch
         for i in range(0, len(prepared), b):
             outcomes += self._lift_batch(prepared[i:i + b])
@@ -319,44 +287,23 @@ class CorpusWorker:
         s = self.settings
         t0 = time.perf_counter()
         try:
-            results = self.lifter.lift([p.video for p in batch], seed=s.seed, encoder_only=s.encoder_only)
+            results = self.lifter.lift([p.clip.video for p in batch], seed=s.seed, encoder_only=s.encoder_only)
         except Exception as e:              # noqa: BLE001
             if len(batch) == 1:
                 return [self._error(batch[0].task, e, batch[0].seconds + time.perf_counter() - t0)]
             return [o for p in batch for o in self._lift_batch([p])]   # find the bad clip(s)
-        share = (time.perf_counter() - t0) / max(1, sum(p.video.frames for p in batch))
+        share = (time.perf_counter() - t0) / max(1, sum(p.clip.video.frames for p in batch))
         out = []
         for p, r in zip(batch, results):
             t1 = time.perf_counter()
             try:
-                arrays = self.finish(p, r)
+                arrays = npz_arrays(self.api.finish(p.clip, r, s.seed, s.encoder_only))
             except Exception as e:          # noqa: BLE001
                 out.append(self._error(p.task, e, p.seconds + time.perf_counter() - t1))
                 continue
-            seconds = p.seconds + share * p.video.frames + time.perf_counter() - t1
-            out.append(ClipOutcome(p.task, "ok", int(p.kp.shape[0]), seconds, None, arrays, self.id))
+            seconds = p.seconds + share * p.clip.video.frames + time.perf_counter() - t1
+            out.append(ClipOutcome(p.task, "ok", int(p.clip.kp.shape[0]), seconds, None, arrays, self.id))
         return out
-
-    def finish(self, p: Prepared, result) -> dict:
-        """The .npz arrays of engine.run for a lifted clip."""
-        from ..api import lift_keypoints
-        from ..cli import gt_mpjpe_mm
-        from ..io import result_arrays
-        s = self.settings
-        res = lift_keypoints(_Stage(self.model, result), p.kp, p.intr, p.given, p.fps, s.seed, None,
-                             encoder_only=s.encoder_only)
-        meta = self.api.describe(s.encoder_only)
-        source = p.task.source if is_url(p.task.source) else str(Path(p.task.source))
-        meta.update({"checkpoint": str(s.checkpoint_path), "seed": None if s.encoder_only else s.seed,
-                     "input": source, "format": p.fmt, "person": p.pid, "conf_threshold": s.conf_threshold,
-                     "filled_joints": int(p.filled.sum()), "normalized_input": bool(s.normalized)})
-        meta.update(res["meta"])
-        if p.gt is not None:
-            meta["gt_mpjpe_mm"] = gt_mpjpe_mm(res["poses_m"] * 1000.0, p.gt, self.model.skeleton.root)
-        arrays = result_arrays(res["poses_m"], res["spread_m"], self.model.skeleton.joint_names, meta)
-        arrays["root_trajectory"] = (res["root_m"] * 1000.0).astype(np.float32)
-        arrays["keypoints_2d"] = p.kp.astype(np.float32)
-        return arrays
 
     def _error(self, task: ClipTask, e: Exception, seconds: float) -> ClipOutcome:
         msg = str(e).splitlines()[0] if str(e) else ""
