@@ -59,6 +59,26 @@ def test_lift_shapes_units_and_meta(lifter):
     assert list(out["joint_names"])[:2] == ["pelvis", "r_hip"]
 
 
+def test_prepared_clips_lift_together_as_each_alone(lifter):
+    """prepare_clip + lift_clips (the path of engine.run and engine.corpus) give lift()'s outputs,
+    for several clips of different lengths in one pass."""
+    from engine.front.api import ClipSetup, resolve_intrinsics
+    _, kp_a = _scene(14)
+    _, kp_b = _scene(9, f=900.0)
+    setup = ClipSetup("h36m", *resolve_intrinsics((W, H)), fps=None, normalized_size=None)
+    clips = [lifter.prepare_clip(k, setup) for k in (kp_a, kp_b)]
+    assert [c.video.frames for c in clips] == [14, 9] and clips[0].meta["format"] == "h36m"
+    together = lifter.lift_clips(clips, seed=3)
+    for k, out in zip((kp_a, kp_b), together):
+        alone = lifter.lift(k, image_size=(W, H), seed=3)
+        assert out["meta"].keys() == alone["meta"].keys() and out["meta"]["seed"] == alone["meta"]["seed"] == 3
+        assert out["meta"]["frames"] == alone["meta"]["frames"] == k.shape[0]
+        for key in ("poses_3d", "poses_3d_std", "root_trajectory", "keypoints_2d"):
+            np.testing.assert_allclose(out[key], alone[key], atol=0.1, err_msg=key)   # mm: batch GEMM rounding (N = 3)
+    with pytest.raises(InputError, match="person 2: 'gt_poses_3d' has shape"):
+        lifter.prepare_clip(kp_a, setup, where="clip person 2", ground_truth=np.zeros((3, 17, 3)))
+
+
 def test_given_intrinsics_and_overrides(ckpt):
     lf = StarPoseLifter(ckpt, hypotheses=2, steps=2, guidance=False, seed=3)
     _, kp = _scene(6)
