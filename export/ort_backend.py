@@ -38,7 +38,7 @@ __all__ = ["OrtBackend", "OrtOptions", "check_guidance_mode"]
 class OrtOptions:
     """Options of the exported-graph backends (``onnx`` and ``cpp``)."""
     device: str = "cpu"
-    export_dir: str | None = None     # an export of the model (default: the export cache)
+    export_dir: Path | None = None    # an export of the model (default: the export cache)
     threads: int = 1                  # ORT intra-op threads per session
 
     def __post_init__(self):

@@ -131,6 +131,9 @@ def test_backend_options_are_checked_by_name_type_and_value():
         backend_options("onnx", "cpu", {"threads": "two"})
     with pytest.raises(InputError, match="threads must be in"):
         backend_options("onnx", "cpu", {"threads": 0})
+    from pathlib import Path
+    assert backend_options("onnx", "cpu", {"export_dir": "x"}).export_dir == Path("x")
+    assert backend_options("onnx", "cpu", {"export_dir": Path("y")}).export_dir == Path("y")
     with pytest.raises(InputError, match="unknown backend 'tensorrt'"):
         backend_options("tensorrt")
 

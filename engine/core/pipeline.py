@@ -64,7 +64,7 @@ class VideoInput:
     def from_pixels(cls, keypoints: np.ndarray, intrinsics: Intrinsics) -> "VideoInput":
         """keypoints: (T, J, 2) pixels or (T, J, 3) with a confidence channel, all finite.
 
-        Raises :class:`engine.front.io.InputError` for NaN, inf or coordinates hundreds of image widths
+        Raises :class:`engine.core.errors.InputError` for NaN, inf or coordinates hundreds of image widths
         away (one bad joint would turn every later pose of the autoregressive loop into NaN);
         :class:`engine.front.api.StarPoseLifter` and the CLI fill missing joints before they get here.
         """

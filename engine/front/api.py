@@ -22,7 +22,7 @@ The steps of :meth:`StarPoseLifter.lift` (engine.run and engine.corpus run the s
 6. the focal length estimated when no intrinsics were given (:mod:`engine.core.intrinsics`), and the
    root trajectory solved in closed form with the given or chosen intrinsics.
 
-Every problem with the input raises :class:`engine.front.io.InputError` (a ``ValueError``) with a
+Every problem with the input raises :class:`engine.core.errors.InputError` (a ``ValueError``) with a
 one-line message.
 """
 from __future__ import annotations

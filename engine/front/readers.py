@@ -23,7 +23,7 @@ Supported inputs (the layout, ``--format``, is separate; see :mod:`engine.front.
   -1, else the position in ``people``.
 
 A person absent from a frame gets NaN coordinates there (missing; filled by
-:func:`engine.front.resample.fill_missing`). Every problem raises :class:`~engine.front.io.InputError`.
+:func:`engine.front.resample.fill_missing`). Every problem raises :class:`~engine.core.errors.InputError`.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Argument checks shared by the Python API and the CLI: one rule and one message per argument.
 
 Each function takes a value and the argument's name and returns the value in its canonical type,
-or raises :class:`engine.front.io.InputError` (a ``ValueError``) with one line that names the argument,
+or raises :class:`engine.core.errors.InputError` (a ``ValueError``) with one line that names the argument,
 the allowed values and what was given. Booleans are not integers here, strings are not numbers,
 and numpy scalars count as the Python numbers they hold.
 """
