@@ -6,7 +6,7 @@
 
 One video (a random-walk 2D skeleton, 1000 x 1000 px) lifted autoregressively with the preset's
 settings (HPIM, STPG guidance in x0 mode, N hypotheses, S DDIM steps, mean aggregation). Weights:
-``--checkpoint``, else engine/weights/starpose_<preset>_cmu.safetensors when present, else random
+``--checkpoint``, else the shipped engine/weights/starpose_<preset>.safetensors when present, else random
 (speed does not depend on the values). The repeats are interleaved across backends (round-robin)
 so a change of machine load hits all of them alike; frames/s = frames / wall time, median of the
 repeats with min..max, after one warm-up lift of 30 frames per backend. Exports and session
@@ -31,18 +31,19 @@ import torch
 from engine.core.backend import BackendUnavailable, backend_class, make_backend
 from engine.core.checkpoint import load_checkpoint
 from engine.core.config import StarPoseConfig
+from engine.core.errors import InputError
 from engine.core.model import StarPose
 from engine.core.pipeline import Lifter
 
 from .common import append_record, git_revision, hardware, versions
 from .fps import make_videos
 
-WEIGHTS = Path(__file__).resolve().parents[1] / "engine" / "weights"
+WEIGHTS = Path(__file__).resolve().parents[1] / "engine" / "weights"     # the shipped starpose_<preset>
 
 
 def load_model(preset: str, checkpoint: str | None) -> tuple[StarPose, str]:
     cfg = StarPoseConfig.from_name(preset)
-    path = Path(checkpoint) if checkpoint else WEIGHTS / f"starpose_{preset}_cmu.safetensors"
+    path = Path(checkpoint) if checkpoint else WEIGHTS / f"starpose_{preset}.safetensors"
     if path.is_file():
         model = load_checkpoint(path)
         if model.cfg.name != cfg.name:
@@ -55,7 +56,7 @@ def load_model(preset: str, checkpoint: str | None) -> tuple[StarPose, str]:
 
 
 def make_runner(name: str, model: StarPose, threads: int):
-    """(label, backend, setup seconds); torch rows differ only in torch's thread count."""
+    """(backend, setup seconds); torch rows differ only in torch's thread count."""
     t0 = time.perf_counter()
     kind = "torch" if name.startswith("torch") else name
     options = {"threads": threads} if "threads" in _option_names(kind) else {}
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         for label, threads in variants:
             try:
                 backend, setup = make_runner(name, model, threads)
-            except BackendUnavailable as e:
+            except (BackendUnavailable, InputError) as e:
                 skipped[name] = str(e)
                 continue
             rows[label] = {"backend": name, "threads": threads, "setup_s": setup, "backend_obj": backend,

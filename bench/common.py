@@ -7,6 +7,7 @@ import platform
 import statistics
 import subprocess
 import time
+from importlib import metadata
 from pathlib import Path
 
 import torch
@@ -41,11 +42,14 @@ def hardware(device: str) -> str:
 
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version(), "torch": torch.__version__}
-    for mod in ("onnxruntime", "triton", "numpy"):
-        try:
-            out[mod] = __import__(mod).__version__
-        except ImportError:
-            pass
+    for name, dists in (("onnxruntime", ("onnxruntime", "onnxruntime-gpu")), ("triton", ("triton",)),
+                        ("numpy", ("numpy",))):
+        for dist in dists:
+            try:
+                out[name] = metadata.version(dist)
+                break
+            except metadata.PackageNotFoundError:
+                pass
     return out
 
 

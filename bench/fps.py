@@ -26,6 +26,7 @@ import torch
 from engine.core.backend import BackendUnavailable, make_backend
 from engine.core.camera import Intrinsics
 from engine.core.config import StarPoseConfig
+from engine.core.errors import InputError
 from engine.core.gmm import GMMParams
 from engine.core.model import StarPose
 from engine.core.pipeline import Lifter, VideoInput
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                 videos = make_videos(count, args.frames, model.num_joints)
                 try:
                     r = measure(model, bname, args.device, videos, args.repeats)
-                except BackendUnavailable as e:
+                except (BackendUnavailable, InputError) as e:
                     skipped[bname] = str(e)
                     break
                 rows.append({"config": cname, "backend": bname, "mode": mode, "videos": count,

@@ -6,6 +6,7 @@
   kernels/, export/ or train/.
 - :mod:`engine.front`: the user front end (input readers and formats, writers, BVH, the Python
   API, the command lines, visualisation, the corpus job), built on the core.
-- ``python -m engine.run`` and ``python -m engine.corpus``: the command lines.
+- ``python -m engine.run``, ``python -m engine.corpus`` and ``python -m engine.visualize``: the
+  command lines (thin entry modules over engine.front).
 - ``engine._ortrunner``: the compiled C++ runner (csrc/), used by export.cpp_backend.
 """

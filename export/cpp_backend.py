@@ -31,7 +31,7 @@ from engine.core.pipeline import LiftResult, VideoInput
 
 from .cache import export_cached
 from .ort_backend import OrtBackend, OrtOptions, check_export_matches, check_guidance_mode
-from .spec import ExportError, load_spec
+from .spec import load_spec
 
 try:
     from engine import _ortrunner
@@ -114,12 +114,13 @@ class CppBackend:
         if export_dir is None:
             export_dir = export_cached(model)
         self.export_dir = Path(export_dir)
+        check_export_matches(model, load_spec(self.export_dir), self.export_dir)   # ExportError: one line
         try:
-            check_export_matches(model, load_spec(self.export_dir), self.export_dir)
-        except ExportError as e:
-            raise RunnerError(str(e)) from None
-        self.runner = _ortrunner.Runner(str(self.export_dir), intra_op_threads=int(threads),
-                                        use_cuda=self.device.type == "cuda")
+            self.runner = _ortrunner.Runner(str(self.export_dir), intra_op_threads=int(threads),
+                                            use_cuda=self.device.type == "cuda")
+        except RunnerError as e:
+            raise BackendUnavailable(f"backend 'cpp' cannot load {self.export_dir}: {e}") from None
+        self.threads = int(threads)
         self.providers: list[str] = list(self.runner.providers)
         self._stages = None
 
@@ -158,7 +159,7 @@ class CppBackend:
     # -- per-stage API (StreamingLifter): the same graphs through ORT's Python API ----------------
     def _stage_backend(self):
         if self._stages is None:
-            self._stages = OrtBackend(self.model, self.device, export_dir=self.export_dir)
+            self._stages = OrtBackend(self.model, self.device, export_dir=self.export_dir, threads=self.threads)
         return self._stages
 
     def context(self, kp_windows):

@@ -172,6 +172,7 @@ class OrtBackend:
             if use_guidance:
                 step = guidance.rho * g                                     # guidance_step: trust region
                 norm = np.sqrt((step * step).sum(-1, keepdims=True))
-                x = x - step * (guidance.max_step / np.maximum(norm, guidance.max_step)) / scale
+                floor = max(guidance.max_step, 1e-12)                       # max_step 0: no 0/0
+                x = x - step * (guidance.max_step / np.maximum(norm, floor)) / scale
         pose = init_r + scale * x
         return self._out(np.ascontiguousarray(pose - pose[:, :, self._root:self._root + 1])).to(x_k.dtype)

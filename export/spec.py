@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engine.core.backend import BackendUnavailable
 from engine.core.camera import H36M_FOCAL_RATIO, ROOT_SOLVE_EPS
 from engine.core.diffusion import ddim_timesteps
-from engine.core.energies import ENERGIES
+from engine.core.energies import ENERGIES, ENERGY_NAMES
 from engine.core.energies import describe as describe_energies
 from engine.core.guidance import EPS_LEN, EPS_PIX, MIN_DEPTH
 from engine.core.model import StarPose
@@ -26,8 +27,9 @@ NORMALISATION = ("x_n = x_px / width * 2 - [1, height / width]; intrinsics [fx, 
                  "same way (f_n = f / width * 2, c_n = normalise(c)); see engine/core/camera.py")
 
 
-class ExportError(RuntimeError):
-    """An export that cannot be produced or a directory that does not hold a valid export."""
+class ExportError(BackendUnavailable):
+    """An export that cannot be produced, or a directory that does not hold a valid export of the
+    model: the exported backends cannot run (the API and CLIs report the one-line message)."""
 
 
 def _onnx():
@@ -123,4 +125,8 @@ def load_spec(export_dir: str | Path) -> dict:
     missing = [g for g in GRAPHS if not (d / f"{g}.onnx").is_file()]
     if missing:
         raise ExportError(f"{d} lacks {', '.join(m + '.onnx' for m in missing)}")
+    names = [e.get("name") for e in spec.get("guidance", {}).get("energies", [])]
+    if names != list(ENERGY_NAMES):     # weights are fed in this engine's order: the export must agree
+        raise ExportError(f"{path} lists the STPG energies {names}, this engine {list(ENERGY_NAMES)}; re-export it "
+                          "(python -m export.onnx)")
     return spec

@@ -222,6 +222,22 @@ def test_cpp_missing_or_broken_model_dir(golden, tmp_path, backend):
         cpp_backend.Runner(str(other))
 
 
+def test_cpp_zero_max_step_and_unusable_export_dir(golden, tmp_path, backend):
+    """max_step 0 moves nothing (no 0/0), as in torch; a user's bad export_dir is one line."""
+    from engine.core.errors import InputError
+    from engine.front.api import StarPoseLifter
+    vids = _arrays(golden.videos[:1])
+    noise = [golden.noise[0].numpy()]
+    zero = backend.runner.lift(vids, noise=noise, settings={"guidance": {"max_step": 0.0}})[0][0]
+    off = backend.runner.lift(vids, noise=noise, settings={"guidance": {"enabled": False}})[0][0]
+    assert np.isfinite(zero).all()
+    np.testing.assert_array_equal(zero, off)
+    with pytest.raises(InputError, match="export directory not found"):
+        StarPoseLifter(model=golden.model, backend="cpp", backend_options={"export_dir": str(tmp_path / "none")})
+    with pytest.raises(InputError, match="not a backend option; set it with --device"):
+        StarPoseLifter(model=golden.model, backend="cpp", backend_options={"device": "cpu"})
+
+
 def test_cpp_reads_the_energy_vector_by_name(golden, tmp_path, backend):
     """runner.json's guidance.energies (engine.core.energies, in order) is what the runner reads: its
     weight vector follows that order, and an energy without a C++ gradient is refused at load."""

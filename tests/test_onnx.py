@@ -41,7 +41,7 @@ from export.golden import load_golden  # noqa: E402
 from export.graphs import _WRAPPERS, GRAPHS, _example_inputs  # noqa: E402
 from export.onnx import export_model, main  # noqa: E402
 from export.ort_backend import OrtBackend  # noqa: E402
-from export.spec import RUNNER_FORMAT, load_spec  # noqa: E402
+from export.spec import RUNNER_FORMAT, ExportError, load_spec  # noqa: E402
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "golden_tiny.npz"
 NET_TOL = dict(atol=1e-5, rtol=0.0)
@@ -179,6 +179,37 @@ def test_ort_backend_encoder_only_matches_eager(golden, backend):
         torch.testing.assert_close(torch.from_numpy(g.poses), torch.from_numpy(w.poses), **NET_TOL,
                                    msg=lambda m: f"video {i}: {m}")
         assert not g.spread.any()
+
+
+def test_zero_max_step_is_no_guidance_displacement(golden, backend):
+    """max_step 0 (allowed by the config) moves nothing, exactly as in torch: no 0/0."""
+    zero = golden.model.cfg.with_overrides(guidance={"max_step": 0.0})
+    off = golden.model.cfg.with_overrides(guidance={"enabled": False})
+    got = Lifter(golden.model, backend, cfg=zero).lift(golden.videos[:1], noise=golden.noise[:1])[0]
+    want = Lifter(golden.model, backend, cfg=off).lift(golden.videos[:1], noise=golden.noise[:1])[0]
+    assert np.isfinite(got.poses).all()
+    np.testing.assert_array_equal(got.poses, want.poses)
+
+
+def test_unusable_exports_are_one_line_errors(golden, export_dir, tmp_path):
+    """A user's export_dir that is missing, or lists the energy vector in another order, is refused
+    with one line through the API (ExportError is a BackendUnavailable), never a traceback."""
+    import json
+    import shutil
+
+    from engine.core.errors import InputError
+    from engine.front.api import StarPoseLifter
+    with pytest.raises(InputError, match="export directory not found"):
+        StarPoseLifter(model=golden.model, backend="onnx", backend_options={"export_dir": str(tmp_path / "none")})
+    other = tmp_path / "reordered"
+    shutil.copytree(export_dir, other)
+    spec = json.loads((other / "runner.json").read_text())
+    spec["guidance"]["energies"] = spec["guidance"]["energies"][::-1]
+    (other / "runner.json").write_text(json.dumps(spec))
+    with pytest.raises(ExportError, match="lists the STPG energies .*re-export it"):
+        load_spec(other)
+    with pytest.raises(InputError, match="lists the STPG energies"):
+        StarPoseLifter(model=golden.model, backend="onnx", backend_options={"export_dir": other})
 
 
 def test_ort_backend_registry_and_providers(golden, export_dir):

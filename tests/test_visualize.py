@@ -1,4 +1,4 @@
-"""python -m engine.front.visualize: GIF animation, PNG contact sheet, clear errors (headless)."""
+"""python -m engine.visualize: GIF animation, PNG contact sheet, clear errors (headless)."""
 from __future__ import annotations
 
 import sys

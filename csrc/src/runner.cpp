@@ -531,9 +531,10 @@ void LiftJob::sample(int n) {
       x[i] = m + n_x0 * (x0[i] - m) + n_eps * eps[i];   // Algorithm 1 line 5
     }
     if (use_guidance) {
+      const float floor = std::max(gs.max_step, 1e-12f);            // max_step 0: no 0/0
       for (size_t p = 0; p < static_cast<size_t>(R) * J; ++p) {   // engine.core.sampler.guidance_step
         const float sx = gs.rho * grad[3 * p], sy = gs.rho * grad[3 * p + 1], sz = gs.rho * grad[3 * p + 2];
-        const float f = gs.max_step / std::max(std::sqrt(sx * sx + sy * sy + sz * sz), gs.max_step);
+        const float f = gs.max_step / std::max(std::sqrt(sx * sx + sy * sy + sz * sz), floor);
         x[3 * p] -= sx * f / scale;
         x[3 * p + 1] -= sy * f / scale;
         x[3 * p + 2] -= sz * f / scale;

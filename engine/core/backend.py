@@ -114,6 +114,8 @@ def backend_class(name: str) -> type:
     except ImportError as e:
         raise BackendUnavailable(f"backend {name!r} is not available: {e}") from None
     missing = [m for m in STAGES if not callable(getattr(cls, m, None))]
+    if getattr(cls, "whole_loop", False) and not callable(getattr(cls, "lift", None)):
+        missing.append("lift (whole_loop is True)")
     missing += [a for a in ("name", "Options", "whole_loop", "batch_invariant") if not hasattr(cls, a)]
     if missing or not dataclasses.is_dataclass(cls.Options):
         raise BackendUnavailable(f"backend {name!r} ({eps[name].value}) does not implement the Backend protocol: "
@@ -161,6 +163,9 @@ def backend_options(name: str, device: str = "cpu", options: Mapping[str, Any] |
     fields = {f.name: f for f in dataclasses.fields(cls.Options)}
     hints = typing.get_type_hints(cls.Options)
     values = dict(options or {})
+    if "device" in values:
+        raise InputError(f"backend {name!r}: the device is not a backend option; set it with --device (device= "
+                         "in the API)")
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise InputError(f"backend {name!r} has no option {', '.join(unknown)}; its options: "

@@ -8,8 +8,12 @@ C++ runner reads by name), the pybind settings, the ORT backend and the training
 :mod:`engine.core.guidance` (``stpg_terms`` key ``<key>``), in the Triton kernel
 kernels/stpg_grad.py and in csrc/src/geometry.cpp.
 
-Adding an energy: an entry here, its ``lambda_<key>`` field, its term and gradient in
-engine.core.guidance, the kernel and C++ gradients, and their tests; nothing else names the list.
+Adding an energy: an entry here, its ``lambda_<key>`` field in GuidanceConfig, its term and
+closed-form gradient in engine.core.guidance, the Triton gradient (kernels/stpg_grad.py, whose
+``KERNEL_ENERGIES`` order the weight arguments of it and of kernels/ddim_update.py follow), the C++
+gradient (csrc/src/geometry.cpp) and its name in csrc/src/spec.hpp/.cpp (``EnergySlots``), and
+their tests. The export, runner.json, the ORT and cpp backends, the pybind settings and training
+take the vector from here.
 """
 from __future__ import annotations
 

@@ -10,7 +10,9 @@
     fast = lifter.lift(kps, image_size=(1920, 1080), encoder_only=True)   # context encoder alone
 
 The steps of :meth:`StarPoseLifter.lift` (engine.run and engine.corpus run the same ones:
-:meth:`StarPoseLifter.prepare_clip` for steps 1-3, :meth:`StarPoseLifter.lift_clips` for 4-6):
+:meth:`StarPoseLifter.prepare_clip` for steps 1-3; :meth:`StarPoseLifter.lift_clips`, or a
+batched :meth:`engine.core.pipeline.Lifter.lift` followed by :meth:`StarPoseLifter.finish` per
+clip in the corpus, for 4-6):
 
 1. layout conversion to Human3.6M-17 (:func:`engine.front.formats.to_h36m`), input checks;
 2. missing / low-confidence joints filled in time, confidence 0 (:func:`engine.front.resample.fill_missing`);
@@ -376,6 +378,7 @@ class StarPoseLifter:
         seed = self.seed if seed is None else validate.seed(seed)
         progress = validate.callback(progress, "progress")
         encoder_only = validate.flag(encoder_only, "encoder_only")
+        estimate_focal = validate.flag(estimate_focal, "estimate_focal")
         results = self.lifter.lift([c.video for c in clips], seed=seed, progress=progress, encoder_only=encoder_only)
         return [self.finish(c, r, seed, encoder_only, estimate_focal) for c, r in zip(clips, results)]
 

@@ -2,7 +2,7 @@
 and a PNG contact sheet. Headless (matplotlib's Agg backend); matplotlib is an optional
 dependency (``pip install starpose-engine[viz]``).
 
-    python -m engine.front.visualize OUTPUT.npz [--input2d KP.npz] [--out anim.gif|anim.mp4] [--sheet sheet.png]
+    python -m engine.visualize OUTPUT.npz [--input2d KP.npz] [--out anim.gif|anim.mp4] [--sheet sheet.png]
 
 The 2D panel shows ``keypoints_2d`` of the output (the H36M pixels that were lifted) unless
 ``--input2d`` names another H36M-17 keypoint file (.npy/.npz, (T, 17, 2|3)); joints filled in for
@@ -230,7 +230,7 @@ def write_sheet(result: dict, out: Path, kp2d=None, count: int = 8, cols: int = 
 
 def build_parser() -> argparse.ArgumentParser:
     from .cli import _Parser
-    p = _Parser(prog="python -m engine.front.visualize",
+    p = _Parser(prog="python -m engine.visualize",
                 description="Animate a 3D result beside its 2D input (GIF/MP4) and draw a PNG contact sheet.",
                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("result", type=Path, help="an engine.run output .npz")

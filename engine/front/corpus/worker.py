@@ -85,8 +85,8 @@ class LiftSettings:
         from ...core.backend import BackendUnavailable, backend_options
         try:
             backend_options(self.backend, self.device, dict(self.backend_options))
-        except BackendUnavailable as e:
-            raise InputError(str(e)) from None
+        except BackendUnavailable:
+            pass     # not importable in this process (e.g. a Ray head without the backend): checked where it runs
         if self.batch_size is not None:
             if not 1 <= self.batch_size <= MAX_BATCH:
                 raise InputError(f"--batch-size must be in [1, {MAX_BATCH}], got {self.batch_size}")
