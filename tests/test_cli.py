@@ -72,6 +72,25 @@ def lift_ok(argv, capsys, out_path):
 # ----------------------------------------------------------------------------------------------
 # good runs
 
+def test_backend_options_reach_the_backend(npy, tiny_checkpoint, capsys, tmp_path, monkeypatch):
+    """--backend-option threads=2 builds the onnx backend with two ORT threads per session."""
+    pytest.importorskip("onnxruntime")
+    from export.ort_backend import OrtBackend
+    seen = {}
+    real = OrtBackend.__init__
+
+    def spy(self, model, device="cpu", export_dir=None, threads=1):
+        seen.update(device=device, export_dir=export_dir, threads=threads)
+        real(self, model, device, export_dir, threads)
+
+    monkeypatch.setattr(OrtBackend, "__init__", spy)
+    out_path = tmp_path / "o.npz"
+    res = lift_ok(base(npy, tiny_checkpoint, "--backend", "onnx", "--backend-option", "threads=2",
+                       "--output", out_path), capsys, out_path)
+    assert seen == {"device": "cpu", "export_dir": None, "threads": 2}
+    assert json.loads(str(res["meta"]))["backend"] == "onnx"
+
+
 def test_default_output_beside_input(npy, tiny_checkpoint, capsys, kp):
     res = lift_ok(base(npy, tiny_checkpoint), capsys, npy.with_name("clip_3d.npz"))
     assert {"poses_3d", "poses_3d_std", "joint_names", "meta"} <= set(res), sorted(res)
@@ -395,6 +414,18 @@ def _case(name, tmp_path, kp, ckpt, monkeypatch):
         return with_input(good, "--rho", "nan")
     if name == "unknown_backend":
         return with_input(good, "--backend", "tpu")
+    if name == "unknown_backend_option":
+        return with_input(good, "--backend", "onnx", "--backend-option", "frobnicate=1")
+    if name == "backend_option_bad_type":
+        return with_input(good, "--backend", "onnx", "--backend-option", "threads=two")
+    if name == "backend_option_without_value":
+        return with_input(good, "--backend", "onnx", "--backend-option", "threads")
+    if name == "backend_option_for_torch":
+        return with_input(good, "--backend-option", "threads=2")
+    if name == "backend_option_device":
+        return with_input(good, "--backend", "cpp", "--backend-option", "device=cuda")
+    if name == "export_dir_missing":
+        return with_input(good, "--backend", "onnx", "--backend-option", f"export_dir={tmp_path / 'no_export'}")
     if name == "cuda_without_cuda":
         if torch.cuda.is_available():
             pytest.skip("this machine has CUDA")
@@ -433,7 +464,9 @@ BAD_CASES = ["missing_file", "directory", "corrupt_npy", "truncated_npy", "garba
              "gt_string", "missing_image_size", "zero_image_size", "bad_intrinsics", "steps_zero",
              "steps_negative", "steps_above_K", "steps_not_integer", "hypotheses_zero",
              "hypotheses_not_integer", "huge_hypotheses", "huge_seed", "mps_device", "zero_threads", "negative_seed",
-             "negative_rho", "nan_rho", "unknown_backend", "cuda_without_cuda",
+             "negative_rho", "nan_rho", "unknown_backend", "unknown_backend_option", "backend_option_bad_type",
+             "backend_option_without_value", "backend_option_for_torch", "backend_option_device",
+             "export_dir_missing", "cuda_without_cuda",
              "invalid_device", "bad_aggregation", "unknown_flag", "no_input_flag", "checkpoint_missing",
              "checkpoint_corrupt", "checkpoint_mismatched_shapes", "default_checkpoint_missing"]
 
@@ -450,6 +483,9 @@ EXPECT_WORDS = {
     "huge_hypotheses": "hypotheses must", "huge_seed": "seed must", "mps_device": "only cpu and cuda devices",
     "zero_threads": "threads must", "negative_seed": "seed must", "negative_rho": "rho must", "nan_rho": "rho must",
     "unknown_backend": "tpu", "cuda_without_cuda": "cuda",
+    "unknown_backend_option": "has no option frobnicate", "backend_option_bad_type": "expected int, got 'two'",
+    "backend_option_without_value": "KEY=VALUE", "backend_option_for_torch": "backend 'torch' has no option threads",
+    "backend_option_device": "set it with --device", "export_dir_missing": "export directory not found",
     "checkpoint_missing": "not found", "checkpoint_mismatched_shapes": "shape",
     "default_checkpoint_missing": "--checkpoint", "unknown_flag": "--frobnicate",
 }
