@@ -16,7 +16,7 @@ latency, one context pass per frame, results differ from offline).
 
 Encoder only (:meth:`Lifter.lift_encoder_only`, ``lift(..., encoder_only=True)``, ``--encoder-only``):
 the context encoder's initial estimate over the same windows, without HPIM, the diffusion
-sampler or STPG; about 70x faster, deterministic, and every frame equals the autoregressive
+sampler or STPG; tens of times faster, deterministic, and every frame equals the autoregressive
 path's ``initial``.
 
 Randomness: each video draws its GMM noise from the portable counter-based stream of
@@ -271,7 +271,7 @@ class Lifter:
 
     def lift_encoder_only(self, videos: list[VideoInput], progress=None,
                           window_batch: int = ENCODER_WINDOW_BATCH) -> list[LiftResult]:
-        """Lift with the context encoder alone: no HPIM, no diffusion, no STPG (about 70x faster).
+        """Lift with the context encoder alone: no HPIM, no diffusion, no STPG (tens of times faster).
 
         Each video is cut into the context windows of :meth:`lift` (:func:`plan_windows`,
         :func:`window_slice`); the windows of all videos go through ``backend.context`` together,

@@ -18,8 +18,8 @@ clip in the corpus, for 4-6):
 2. missing / low-confidence joints filled in time, confidence 0 (:func:`engine.front.resample.fill_missing`);
 3. resampling from ``fps`` to the model's rate (``model.cfg.fps``, 50 Hz) when they differ;
 4. lifting with :class:`engine.core.pipeline.Lifter` (given intrinsics, else the default ones); with
-   ``encoder_only=True`` the context encoder's estimate alone (no HPIM, diffusion or STPG, about
-   70x faster, ``poses_3d_std`` all zeros; :meth:`engine.core.pipeline.Lifter.lift_encoder_only`);
+   ``encoder_only=True`` the context encoder's estimate alone (no HPIM, diffusion or STPG, tens of
+   times faster, ``poses_3d_std`` all zeros; :meth:`engine.core.pipeline.Lifter.lift_encoder_only`);
 5. the result resampled back to the source frame times;
 6. the focal length estimated when no intrinsics were given (:mod:`engine.core.intrinsics`), and the
    root trajectory solved in closed form with the given or chosen intrinsics.
@@ -320,8 +320,8 @@ class StarPoseLifter:
             fps: the keypoints' frame rate (default: the model's, no resampling).
             format: one of :data:`engine.front.formats.FORMATS`.
             conf_threshold: joints with a lower confidence count as missing.
-            encoder_only: lift with the context encoder alone (no HPIM, diffusion or STPG; about
-                70x faster, deterministic, slightly less accurate): ``poses_3d_std`` is all zeros,
+            encoder_only: lift with the context encoder alone (no HPIM, diffusion or STPG; tens
+                of times faster, deterministic, slightly less accurate): ``poses_3d_std`` is all zeros,
                 the sampler settings of the constructor and ``seed`` are unused, and the meta says
                 ``encoder_only: true``, ``method: 'encoder_only'``.
         Returns:

@@ -19,7 +19,7 @@ holds ``root_trajectory`` (T, 3) mm (camera-frame pelvis; focal length estimated
 confidence that were lifted; ``--export json,csv,bvh`` (:mod:`engine.front.writers`); folders, globs and
 several files in one command (:mod:`engine.front.batch`: each clip's output is written when it is done;
 with several inputs a bad one is reported and skipped, and the exit status is 2 at the end);
-``--encoder-only``: the context encoder's estimate alone, no HPIM, diffusion or STPG (about 70x
+``--encoder-only``: the context encoder's estimate alone, no HPIM, diffusion or STPG (tens of times
 faster, deterministic; ``poses_3d_std`` all zeros, meta ``encoder_only: true``; the sampler flags
 are rejected with it).
 """
@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "for jittery detector 2D, see the README)")
     p.add_argument("--encoder-only", action="store_true",
                    help="lift with the context encoder alone (its initial estimate: no HPIM, diffusion or STPG "
-                        "guidance), about 70x faster and deterministic but less accurate; poses_3d_std is all "
+                        "guidance), tens of times faster and deterministic but less accurate; poses_3d_std is all "
                         "zeros and meta says encoder_only; cannot be combined with --hypotheses, --steps, "
                         "--aggregation, --guidance-mode, --no-guidance or --rho; --seed has no effect")
     p.add_argument("--threads", type=int, default=1, metavar="N",
