@@ -55,7 +55,9 @@ from unittest import mock
 
 import torch
 
-J = 17  # H36M joints, as every launcher sees them
+from engine.core.skeleton import H36M17
+
+J = H36M17.num_joints  # every launcher sees the Human3.6M joints
 
 
 @dataclass(frozen=True)

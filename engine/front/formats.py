@@ -50,6 +50,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.errors import InputError
+from ..core.skeleton import H36M17
 from .io import check_keypoints
 
 
@@ -125,7 +126,7 @@ H36M_FROM: dict[str, list[list[tuple[int, float]]]] = {
 def conversion_matrix(fmt: str) -> np.ndarray:
     """(17, J_src) weights W with H36M positions = W @ source positions."""
     layout = get_layout(fmt)
-    w = np.zeros((17, layout.num_joints), np.float64)
+    w = np.zeros((H36M17.num_joints, layout.num_joints), np.float64)
     for j, row in enumerate(H36M_FROM[fmt]):
         for src, weight in row:
             w[j, src] += weight
@@ -196,7 +197,7 @@ def check_h36m_layout(kp: np.ndarray, where: str = "keypoints") -> None:
     when their median spread is under :data:`LEG_SPREAD_MIN` of the whole body's.
     """
     xy = np.asarray(kp, dtype=np.float64)[..., :2]
-    if xy.ndim != 3 or xy.shape[1] != 17:
+    if xy.ndim != 3 or xy.shape[1] != H36M17.num_joints:
         return
     ok = np.isfinite(xy).all(axis=(1, 2))
     if not ok.any():
