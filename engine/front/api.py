@@ -178,9 +178,18 @@ class PreparedClip:
     intrinsics: Intrinsics
     intrinsics_given: bool
     fps: float | None                   # the keypoints' rate; None: the model's
-    video: VideoInput                   # the frames at the model's rate, normalised: what the Lifter lifts
+    model_fps: float                    # the rate the model lifts at
+    frames_lifted: int                  # frames at the model's rate
     meta: dict                          # what the output's meta records about the input
     ground_truth: np.ndarray | None = None   # (T, 17, 3) mm; the output's meta then has gt_mpjpe_mm
+
+    def video(self) -> VideoInput:
+        """The frames at the model's rate, normalised: what the Lifter lifts. Built when needed and
+        not kept, so a prepared clip waiting to be lifted (or being written) holds only its keypoints."""
+        src = self.fps if self.fps is not None else self.model_fps
+        resampled = abs(src - self.model_fps) > 1e-6 * self.model_fps
+        return VideoInput.from_pixels(resample(self.kp, src, self.model_fps) if resampled else self.kp,
+                                      self.intrinsics)       # refuses coordinates far outside the image
 
 
 def gt_mpjpe_mm(poses_mm: np.ndarray, gt_mm: np.ndarray, root: int = 0) -> float:
@@ -197,16 +206,16 @@ def gt_mpjpe_mm(poses_mm: np.ndarray, gt_mm: np.ndarray, root: int = 0) -> float
     return mpjpe(pred - pred[:, root:root + 1], gt - gt[:, root:root + 1])
 
 
-def finish_lift(result, clip: PreparedClip, model_fps: float, estimate_focal: bool = True) -> dict:
-    """Steps 5-6 of the module doc for one lifted clip.
+def finish_lift(poses: np.ndarray, spread: np.ndarray, clip: PreparedClip, estimate_focal: bool = True) -> dict:
+    """Steps 5-6 of the module doc for one lifted clip: ``poses`` (T', J, 3) and ``spread`` (T', J)
+    metres at the model's rate, as :class:`engine.core.pipeline.LiftResult` holds them.
 
     Returns:
         dict with ``poses_m`` (T, J, 3), ``spread_m`` (T, J), ``root_m`` (T, 3) and ``meta``.
     """
-    kp, intr, fps, frames = clip.kp, clip.intrinsics, clip.fps, clip.kp.shape[0]
+    kp, intr, fps, frames, model_fps = clip.kp, clip.intrinsics, clip.fps, clip.kp.shape[0], clip.model_fps
     src_fps = fps if fps is not None else model_fps
     resampled = abs(src_fps - model_fps) > 1e-6 * model_fps
-    poses, spread = result.poses, result.spread
     if resampled:
         poses = resample(poses, model_fps, src_fps, frames)
         spread = resample(spread, model_fps, src_fps, frames)
@@ -214,7 +223,7 @@ def finish_lift(result, clip: PreparedClip, model_fps: float, estimate_focal: bo
         raise InputError("lifting produced non-finite values: the input is far outside what the model handles")
     meta = {"intrinsics_px": [intr.fx, intr.fy, intr.cx, intr.cy], "image_size": [intr.width, intr.height],
             "fps_model": model_fps, "fps": src_fps, "fps_source": fps, "resampled": resampled,
-            "frames": frames, "frames_lifted": clip.video.frames}
+            "frames": frames, "frames_lifted": clip.frames_lifted}
     conf = kp[..., 2]
     traj_intr = intr
     if clip.intrinsics_given:
@@ -364,13 +373,12 @@ class StarPoseLifter:
                                        check_layout=check_layout,
                                        image_size=(intr.width, intr.height) if check_normalized else None)
         check_ground_truth(ground_truth, kp, where)
-        model_fps = float(self.model.cfg.fps)
-        src_fps = fps if fps is not None else model_fps
-        resampled = abs(src_fps - model_fps) > 1e-6 * model_fps
-        video = VideoInput.from_pixels(resample(kp, src_fps, model_fps) if resampled else kp, intr)   # refuses
         info = {"format": setup.format, "conf_threshold": conf_threshold, "filled_joints": int(filled.sum())}
         info.update(meta or {})
-        return PreparedClip(kp, filled, intr, setup.intrinsics_given, fps, video, info, ground_truth)
+        clip = PreparedClip(kp, filled, intr, setup.intrinsics_given, fps, float(self.model.cfg.fps), 0, info,
+                            ground_truth)
+        clip.frames_lifted = clip.video().frames          # builds it once: every check of the video, now
+        return clip
 
     def lift_clips(self, clips: list[PreparedClip], seed: int | None = None, progress=None,
                    encoder_only: bool = False, estimate_focal: bool = True) -> list[dict]:
@@ -379,13 +387,20 @@ class StarPoseLifter:
         progress = validate.callback(progress, "progress")
         encoder_only = validate.flag(encoder_only, "encoder_only")
         estimate_focal = validate.flag(estimate_focal, "estimate_focal")
-        results = self.lifter.lift([c.video for c in clips], seed=seed, progress=progress, encoder_only=encoder_only)
-        return [self.finish(c, r, seed, encoder_only, estimate_focal) for c, r in zip(clips, results)]
+        results = self.lifter.lift([c.video() for c in clips], seed=seed, progress=progress,
+                                   encoder_only=encoder_only)
+        outs = []
+        for i, clip in enumerate(clips):       # each result released once finished (peak memory)
+            result, results[i] = results[i], None
+            outs.append(self.finish(clip, result.poses, result.spread, seed, encoder_only, estimate_focal))
+            del result
+        return outs
 
-    def finish(self, clip: PreparedClip, result, seed: int, encoder_only: bool = False,
-               estimate_focal: bool = True) -> dict:
-        """Steps 5-6 for one clip's :class:`engine.core.pipeline.LiftResult`: the output of :meth:`lift`."""
-        out = finish_lift(result, clip, float(self.model.cfg.fps), estimate_focal)
+    def finish(self, clip: PreparedClip, poses: np.ndarray, spread: np.ndarray, seed: int,
+               encoder_only: bool = False, estimate_focal: bool = True) -> dict:
+        """Steps 5-6 for one clip's lifted ``poses`` / ``spread`` (metres, model rate; the fields of
+        :class:`engine.core.pipeline.LiftResult`): the output of :meth:`lift`."""
+        out = finish_lift(poses, spread, clip, estimate_focal)
         meta = self.describe(encoder_only)
         meta["seed"] = None if encoder_only else seed
         meta.update(clip.meta)

@@ -13,12 +13,14 @@ Clips are processed one after another; each output is written atomically when it
 so after Ctrl-C the finished outputs are complete and the clip in progress left no file.
 
 Memory for long clips (measured, ``/usr/bin/time -f %M`` on ``python -m engine.run`` with 1,000
-and 20,000 frames of the walking example tiled, shipped model): peak RSS grows by about 2.0 KB per
-frame on the torch backend and 1.9 KB on cpp, above a ~260-310 MB base (an hour at 50 Hz: about
-0.35 GB more). What holds it: the clip's input and its filled float copy, the per-frame outputs
-(poses, spread, initial estimate, the person-view rotations) in the pipeline and again in the
-returned arrays, and the written arrays (``poses_3d``, ``poses_3d_std``, ``root_trajectory``,
-``keypoints_2d``: 0.5 KB per frame). The focal-length estimate (at most 2,000 sampled frames) and
+and 10,000 frames of the walking example tiled, shipped model): peak RSS grows by about 1.8 KB per
+frame on the torch backend and 1.9 KB on cpp, above a ~255-305 MB base (an hour at 50 Hz: about
+0.33 GB more). What holds it: the filled float64 copy of the keypoints (kept for the root solve and
+the output), the normalised frames while they are lifted, the per-frame outputs (poses, spread,
+initial estimate, the person-view rotations) in the pipeline and again in the returned arrays, and
+the written arrays (``poses_3d``, ``poses_3d_std``, ``root_trajectory``, ``keypoints_2d``: 0.5 KB
+per frame). The file's arrays are dropped once the clip is prepared, the normalised frames once
+they are lifted, and each result once it is finished. The focal-length estimate (at most 2,000 sampled frames) and
 the root solve (blocks of 4,096 frames) work in bounded memory. :class:`engine.core.pipeline.StreamingLifter`
 keeps only the last context window of frames, so an endless live stream runs in bounded memory.
 The JSON/CSV/BVH writers stream frame by frame.

@@ -281,12 +281,13 @@ def _lift_clip(args, api, clip: Path, batch: bool, exports: list[str], written: 
         for target in [out, *export_paths(out, exports)]:       # before lifting, not after
             check_writable(target)
         prepared.append((one, out))
+    raw = people = arr = None                 # the file's arrays are no longer needed (peak memory)
 
     for one, out in prepared:
         bar = None
-        if not args.quiet and one.video.frames >= 200:
+        if not args.quiet and one.frames_lifted >= 200:
             from tqdm import tqdm
-            bar = tqdm(total=one.video.frames, unit="frame", desc="lifting", file=sys.stderr)
+            bar = tqdm(total=one.frames_lifted, unit="frame", desc="lifting", file=sys.stderr)
         t0 = time.perf_counter()
         try:
             res = api.lift_clips([one], progress=bar.update if bar else None, encoder_only=args.encoder_only)[0]

@@ -274,7 +274,7 @@ class CorpusWorker:
                 prepared.append(prepare_clip(task, self.settings, self.api))
             except Exception as e:          # noqa: BLE001 - one bad clip never stops the corpus
                 outcomes.append(self._error(task, e, time.perf_counter() - t0))
-        prepared.sort(key=lambda p: -p.clip.video.frames)
+        prepared.sort(key=lambda p: -p.clip.frames_lifted)
         b = self.batch
         for i in range(0, len(prepared), b):
             outcomes += self._lift_batch(prepared[i:i + b])
@@ -287,21 +287,21 @@ class CorpusWorker:
         s = self.settings
         t0 = time.perf_counter()
         try:
-            results = self.lifter.lift([p.clip.video for p in batch], seed=s.seed, encoder_only=s.encoder_only)
+            results = self.lifter.lift([p.clip.video() for p in batch], seed=s.seed, encoder_only=s.encoder_only)
         except Exception as e:              # noqa: BLE001
             if len(batch) == 1:
                 return [self._error(batch[0].task, e, batch[0].seconds + time.perf_counter() - t0)]
             return [o for p in batch for o in self._lift_batch([p])]   # find the bad clip(s)
-        share = (time.perf_counter() - t0) / max(1, sum(p.clip.video.frames for p in batch))
+        share = (time.perf_counter() - t0) / max(1, sum(p.clip.frames_lifted for p in batch))
         out = []
         for p, r in zip(batch, results):
             t1 = time.perf_counter()
             try:
-                arrays = npz_arrays(self.api.finish(p.clip, r, s.seed, s.encoder_only))
+                arrays = npz_arrays(self.api.finish(p.clip, r.poses, r.spread, s.seed, s.encoder_only))
             except Exception as e:          # noqa: BLE001
                 out.append(self._error(p.task, e, p.seconds + time.perf_counter() - t1))
                 continue
-            seconds = p.seconds + share * p.clip.video.frames + time.perf_counter() - t1
+            seconds = p.seconds + share * p.clip.frames_lifted + time.perf_counter() - t1
             out.append(ClipOutcome(p.task, "ok", int(p.clip.kp.shape[0]), seconds, None, arrays, self.id))
         return out
 
