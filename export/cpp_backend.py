@@ -29,9 +29,7 @@ from engine.core.diffusion import ddim_timesteps
 from engine.core.model import StarPose
 from engine.core.pipeline import LiftResult, VideoInput
 
-from .cache import export_cached
-from .ort_backend import OrtBackend, OrtOptions, check_export_matches, check_guidance_mode
-from .spec import load_spec
+from .ort_backend import OrtBackend, OrtOptions, check_guidance_mode, checked_export
 
 try:
     from engine import _ortrunner
@@ -111,10 +109,7 @@ class CppBackend:
             raise BackendUnavailable(reason)
         self.model = model.eval()
         self.device = torch.device(device)
-        if export_dir is None:
-            export_dir = export_cached(model)
-        self.export_dir = Path(export_dir)
-        check_export_matches(model, load_spec(self.export_dir), self.export_dir)   # ExportError: one line
+        self.export_dir, _ = checked_export(model, export_dir)
         try:
             self.runner = _ortrunner.Runner(str(self.export_dir), intra_op_threads=int(threads),
                                             use_cuda=self.device.type == "cuda")

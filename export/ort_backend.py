@@ -65,6 +65,15 @@ def check_export_matches(model: StarPose, spec: dict, export_dir: Path) -> None:
             raise ExportError(f"{export_dir} holds a different GMM ({name}) than the model; re-export it")
 
 
+def checked_export(model: StarPose, export_dir: str | Path | None) -> tuple[Path, dict]:
+    """The export an exported backend runs (``export_dir``, or the cache's export of ``model``) and
+    its runner.json, checked against the model (ExportError: one line)."""
+    d = Path(export_dir) if export_dir is not None else export_cached(model)
+    spec = load_spec(d)
+    check_export_matches(model, spec, d)
+    return d, spec
+
+
 class OrtBackend:
     """Exported graphs on ONNX Runtime.
 
@@ -92,11 +101,7 @@ class OrtBackend:
         if self.device.type == "cuda" and not torch.cuda.is_available():   # results live on self.device
             raise BackendUnavailable(f"backend 'onnx' on {self.device}: this torch build has no CUDA; use "
                                      "--device cpu")
-        if export_dir is None:
-            export_dir = export_cached(model)
-        self.export_dir = Path(export_dir)
-        self.spec = load_spec(self.export_dir)
-        check_export_matches(model, self.spec, self.export_dir)
+        self.export_dir, self.spec = checked_export(model, export_dir)
 
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -159,7 +159,10 @@ def _convert(backend: str, key: str, value: Any, hint: Any) -> Any:
 
 def backend_options(name: str, device: str = "cpu", options: Mapping[str, Any] | None = None):
     """The backend's ``Options`` dataclass for these values, checked (one-line InputError)."""
-    cls = backend_class(name)
+    return _options(name, backend_class(name), device, options)
+
+
+def _options(name: str, cls: type, device: str, options: Mapping[str, Any] | None):
     fields = {f.name: f for f in dataclasses.fields(cls.Options)}
     hints = typing.get_type_hints(cls.Options)
     values = dict(options or {})
@@ -183,6 +186,6 @@ def make_backend(name: str, model: StarPose, device: str = "cpu", **options) -> 
     Raises InputError for an unknown backend or bad options, BackendUnavailable when the
     backend cannot run here (missing package, no GPU, ...), with a one-line reason.
     """
-    opts = backend_options(name, device, options)
     cls = backend_class(name)
+    opts = _options(name, cls, device, options)
     return cls(model, **{f.name: getattr(opts, f.name) for f in dataclasses.fields(opts)})

@@ -45,7 +45,7 @@ from ..core.intrinsics import root_trajectory
 from ..core.pipeline import MAX_NORMALIZED, VideoInput
 from . import validate
 from .formats import FORMATS, check_h36m_layout, to_h36m
-from .resample import fill_missing, resample
+from .resample import fill_missing, frames_at_rate, resample
 
 FPS_RANGE = (1.0, 10000.0)
 FOCAL_RATIO_RANGE = (0.01, 100.0)   # given focal length / image width
@@ -179,17 +179,29 @@ class PreparedClip:
     intrinsics_given: bool
     fps: float | None                   # the keypoints' rate; None: the model's
     model_fps: float                    # the rate the model lifts at
-    frames_lifted: int                  # frames at the model's rate
     meta: dict                          # what the output's meta records about the input
     ground_truth: np.ndarray | None = None   # (T, 17, 3) mm; the output's meta then has gt_mpjpe_mm
+
+    @property
+    def source_fps(self) -> float:
+        return self.fps if self.fps is not None else self.model_fps
+
+    @property
+    def resampled(self) -> bool:
+        """Whether the keypoints are resampled to the model's rate (and the result back)."""
+        return abs(self.source_fps - self.model_fps) > 1e-6 * self.model_fps
+
+    @property
+    def frames_lifted(self) -> int:
+        """Frames at the model's rate (the length of :meth:`video`)."""
+        frames = self.kp.shape[0]
+        return frames_at_rate(frames, self.source_fps, self.model_fps) if self.resampled else frames
 
     def video(self) -> VideoInput:
         """The frames at the model's rate, normalised: what the Lifter lifts. Built when needed and
         not kept, so a prepared clip waiting to be lifted (or being written) holds only its keypoints."""
-        src = self.fps if self.fps is not None else self.model_fps
-        resampled = abs(src - self.model_fps) > 1e-6 * self.model_fps
-        return VideoInput.from_pixels(resample(self.kp, src, self.model_fps) if resampled else self.kp,
-                                      self.intrinsics)       # refuses coordinates far outside the image
+        kp = resample(self.kp, self.source_fps, self.model_fps) if self.resampled else self.kp
+        return VideoInput.from_pixels(kp, self.intrinsics)      # refuses coordinates far outside the image
 
 
 def gt_mpjpe_mm(poses_mm: np.ndarray, gt_mm: np.ndarray, root: int = 0) -> float:
@@ -213,16 +225,14 @@ def finish_lift(poses: np.ndarray, spread: np.ndarray, clip: PreparedClip, estim
     Returns:
         dict with ``poses_m`` (T, J, 3), ``spread_m`` (T, J), ``root_m`` (T, 3) and ``meta``.
     """
-    kp, intr, fps, frames, model_fps = clip.kp, clip.intrinsics, clip.fps, clip.kp.shape[0], clip.model_fps
-    src_fps = fps if fps is not None else model_fps
-    resampled = abs(src_fps - model_fps) > 1e-6 * model_fps
-    if resampled:
+    kp, intr, frames, src_fps, model_fps = clip.kp, clip.intrinsics, clip.kp.shape[0], clip.source_fps, clip.model_fps
+    if clip.resampled:
         poses = resample(poses, model_fps, src_fps, frames)
         spread = resample(spread, model_fps, src_fps, frames)
     if not (np.isfinite(poses).all() and np.isfinite(spread).all()):
         raise InputError("lifting produced non-finite values: the input is far outside what the model handles")
     meta = {"intrinsics_px": [intr.fx, intr.fy, intr.cx, intr.cy], "image_size": [intr.width, intr.height],
-            "fps_model": model_fps, "fps": src_fps, "fps_source": fps, "resampled": resampled,
+            "fps_model": model_fps, "fps": src_fps, "fps_source": clip.fps, "resampled": clip.resampled,
             "frames": frames, "frames_lifted": clip.frames_lifted}
     conf = kp[..., 2]
     traj_intr = intr
@@ -341,10 +351,7 @@ class StarPoseLifter:
         """
         if not isinstance(format, str) or format not in FORMATS:
             raise InputError(f"unknown keypoint format {format!r}; choose from {', '.join(FORMATS)}")
-        normalized = validate.flag(normalized, "normalized")
-        encoder_only = validate.flag(encoder_only, "encoder_only")
-        estimate_focal = validate.flag(estimate_focal, "estimate_focal")
-        seed = self.seed if seed is None else validate.seed(seed)
+        normalized = validate.flag(normalized, "normalized")      # the others: lift_clips checks them
         if normalized and image_size is None:
             raise InputError("normalised keypoints need the image size")
         intr, given = resolve_intrinsics(image_size, intrinsics)
@@ -375,10 +382,29 @@ class StarPoseLifter:
         check_ground_truth(ground_truth, kp, where)
         info = {"format": setup.format, "conf_threshold": conf_threshold, "filled_joints": int(filled.sum())}
         info.update(meta or {})
-        clip = PreparedClip(kp, filled, intr, setup.intrinsics_given, fps, float(self.model.cfg.fps), 0, info,
+        clip = PreparedClip(kp, filled, intr, setup.intrinsics_given, fps, float(self.model.cfg.fps), info,
                             ground_truth)
-        clip.frames_lifted = clip.video().frames          # builds it once: every check of the video, now
+        clip.video()                  # built once and dropped: every check of the lifted frames, now
         return clip
+
+    def prepare_file(self, raw, setup: ClipSetup, where: str, input_name: str, person: int | None = None,
+                     all_people: bool = False, conf_threshold: float | None = None, check_layout: bool = False,
+                     normalized: bool = False) -> list[tuple[int | None, PreparedClip]]:
+        """:meth:`prepare_clip` for the selected people of a file read by
+        :func:`engine.front.readers.read_input` (engine.run and engine.corpus): messages name
+        ``where`` (and the person when the file has several), the meta records ``input_name``, the
+        person and ``normalized``, and a ``gt_poses_3d`` of the file becomes the ground truth."""
+        from .readers import select_people
+        people = select_people(raw, person, all_people, where)
+        clips = []
+        for pid, arr in people:
+            label = where if pid is None or len(people) == 1 and person is None else f"{where} person {pid}"
+            gt = raw.extras.get("gt_poses_3d", {}).get(0 if pid is None else pid)
+            clips.append((pid, self.prepare_clip(arr, setup, conf_threshold, label, check_layout=check_layout,
+                                                 check_normalized=True, ground_truth=gt,
+                                                 meta={"input": input_name, "person": pid,
+                                                       "normalized_input": bool(normalized)})))
+        return clips
 
     def lift_clips(self, clips: list[PreparedClip], seed: int | None = None, progress=None,
                    encoder_only: bool = False, estimate_focal: bool = True) -> list[dict]:
@@ -405,10 +431,11 @@ class StarPoseLifter:
         meta["seed"] = None if encoder_only else seed
         meta.update(clip.meta)
         meta.update(out["meta"])
+        poses_mm = out["poses_m"] * 1000.0
         if clip.ground_truth is not None:
-            meta["gt_mpjpe_mm"] = gt_mpjpe_mm(out["poses_m"] * 1000.0, clip.ground_truth, self.model.skeleton.root)
+            meta["gt_mpjpe_mm"] = gt_mpjpe_mm(poses_mm, clip.ground_truth, self.model.skeleton.root)
         return {
-            "poses_3d": (out["poses_m"] * 1000.0).astype(np.float32),
+            "poses_3d": poses_mm.astype(np.float32),
             "poses_3d_std": (out["spread_m"] * 1000.0).astype(np.float32),
             "root_trajectory": (out["root_m"] * 1000.0).astype(np.float32),
             "keypoints_2d": clip.kp.astype(np.float32),

@@ -30,14 +30,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from ..core.backend import available_backends
 from ..core.errors import InputError
 from ..core.skeleton import H36M17
 from .formats import FORMATS
 from .io import OutputGroup, check_writable, npz_arrays
-from .writers import EXPORTS
+from .writers import parse_exports
 
 EXIT_BAD_INPUT = 2
 
@@ -192,14 +190,7 @@ def _check_args(args) -> list[str]:
     lift_flags(args)
     if args.person is not None and args.all_people:
         raise InputError("--person and --all-people exclude each other")
-    exports: list[str] = []
-    if args.export is not None:
-        for kind in (k.strip().lower() for k in args.export.split(",")):
-            if kind not in EXPORTS:
-                raise InputError(f"--export: unknown kind {kind!r}; choose from {','.join(EXPORTS)}")
-            if kind not in exports:
-                exports.append(kind)
-    return exports
+    return list(parse_exports(args.export)) if args.export is not None else []
 
 
 def _check_output_names(clip: Path, out: Path, exports: list[str]) -> None:
@@ -263,25 +254,22 @@ def _lift_clip(args, api, clip: Path, batch: bool, exports: list[str], written: 
     """Read, check and prepare every person first (so a bad input writes nothing), then lift."""
     from .api import clip_setup
     from .batch import output_path
-    from .readers import read_input, select_people
-    from .writers import export_paths, write_exports
+    from .readers import read_input
+    from .writers import export_paths, stage_output
 
     raw = read_input(clip)
     setup = clip_setup(raw, str(clip), args.format, args.image_size, args.intrinsics, args.normalized, args.fps)
-    people = select_people(raw, args.person, args.all_people, str(clip))
+    clips = api.prepare_file(raw, setup, str(clip), str(clip), args.person, args.all_people, args.conf_threshold,
+                             check_layout=args.format is None, normalized=args.normalized)
+    raw = None                                # the file's arrays are no longer needed (peak memory)
     prepared = []
-    for pid, arr in people:
-        where = str(clip) if pid is None or len(people) == 1 and args.person is None else f"{clip} person {pid}"
-        gt = raw.extras.get("gt_poses_3d", {}).get(0 if pid is None else pid)
-        one = api.prepare_clip(arr, setup, args.conf_threshold, where, check_layout=args.format is None,
-                               check_normalized=True, ground_truth=gt,
-                               meta={"input": str(clip), "person": pid, "normalized_input": bool(args.normalized)})
+    for pid, one in clips:
         out = output_path(clip, pid if args.all_people else None, args.output, batch)
         _check_output_names(clip, out, exports)
         for target in [out, *export_paths(out, exports)]:       # before lifting, not after
             check_writable(target)
         prepared.append((one, out))
-    raw = people = arr = None                 # the file's arrays are no longer needed (peak memory)
+    del clips
 
     for one, out in prepared:
         bar = None
@@ -300,9 +288,7 @@ def _lift_clip(args, api, clip: Path, batch: bool, exports: list[str], written: 
         group = OutputGroup()                 # the .npz and its exports: all written, or none
         try:
             with group:
-                if exports:
-                    write_exports(out, exports, arrays, meta["fps"], meta, group)
-                group.add(out, lambda f: np.savez_compressed(f, **arrays))
+                stage_output(group, out, arrays, exports, meta)
         finally:                              # a Ctrl-C held back during the renames fires after them
             if group.committed:
                 written.append(out)

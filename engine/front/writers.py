@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.errors import InputError
 from .bvh import dump_bvh
 from .io import OutputGroup, write_atomic
 
@@ -80,6 +81,27 @@ def to_csv(*a, **k) -> str:
 
 # -- BVH -----------------------------------------------------------------------------------------
 EXPORTS = ("json", "csv", "bvh")
+
+
+def check_exports(kinds) -> None:
+    bad = [k for k in kinds if k not in EXPORTS]
+    if bad:
+        raise InputError(f"--export: unknown kind {bad[0]!r}; choose from {','.join(EXPORTS)}")
+
+
+def parse_exports(text: str) -> tuple[str, ...]:
+    """``--export`` ("json, CSV,json") -> the kinds, lower case, each once, in order; checked."""
+    kinds = tuple(dict.fromkeys(k.strip().lower() for k in text.split(",")))
+    check_exports(kinds)
+    return kinds
+
+
+def stage_output(group: OutputGroup, out_npz: Path, arrays: dict, exports, meta: dict) -> list[Path]:
+    """Stage one lifted clip's files in ``group`` (committed together, or none): the requested
+    exports, then the .npz of ``arrays`` (:func:`engine.front.io.npz_arrays`). Returns their paths."""
+    paths = write_exports(out_npz, list(exports), arrays, meta["fps"], meta, group) if exports else []
+    paths.append(group.add(out_npz, lambda f: np.savez_compressed(f, **arrays)))
+    return paths
 
 
 def export_paths(out_npz: Path, kinds: list[str]) -> list[Path]:

@@ -137,15 +137,10 @@ def chunked(tasks: list[ClipTask], batch: int, window: int) -> Iterator[list[Cli
 def write_outcome(outcome: ClipOutcome, root: Path, exports: tuple[str, ...]) -> dict[str, list]:
     """Write a clip's .npz and exports as engine.run does (all or none); {relative path: [bytes, sha256]}."""
     from ..io import OutputGroup
-    from ..writers import write_exports
-    out = root / outcome.task.output
+    from ..writers import stage_output
     arrays = outcome.arrays
     with OutputGroup() as group:
-        paths = []
-        if exports:
-            meta = json.loads(str(arrays["meta"]))
-            paths += write_exports(out, list(exports), arrays, meta["fps"], meta, group)
-        paths.append(group.add(out, lambda f: np.savez_compressed(f, **arrays)))
+        paths = stage_output(group, root / outcome.task.output, arrays, exports, json.loads(str(arrays["meta"])))
     return {p.relative_to(root).as_posix(): list(file_digest(p)) for p in paths}
 
 
@@ -342,7 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> CorpusConfig:
     """The one place where flags become the job's config."""
     from ..validate import key_values
-    exports = tuple(dict.fromkeys(k.strip().lower() for k in args.export.split(","))) if args.export else ()
+    from ..writers import parse_exports
+    exports = parse_exports(args.export) if args.export else ()
     lift = LiftSettings(
         checkpoint=args.checkpoint, backend=args.backend, device=args.device, threads=args.threads,
         batch_size=args.batch_size, seed=args.seed, hypotheses=args.hypotheses, steps=args.steps,

@@ -78,7 +78,7 @@ class LiftSettings:
         from ...core.backend import available_backends
         from ..formats import FORMATS
         from ..validate import lift_flags
-        from ..writers import EXPORTS
+        from ..writers import check_exports
         if self.backend not in available_backends():
             raise InputError(f"--backend {self.backend!r}: choose from {', '.join(available_backends())}")
         lift_flags(self)                      # the flags shared with engine.run, checked alike
@@ -96,9 +96,7 @@ class LiftSettings:
                                  "1 or a batch-invariant backend (torch)")
         if self.format is not None and self.format not in FORMATS:
             raise InputError(f"--format {self.format!r}: choose from {', '.join(FORMATS)}")
-        bad = [k for k in self.exports if k not in EXPORTS]
-        if bad:
-            raise InputError(f"--export: unknown kind {bad[0]!r}; choose from {','.join(EXPORTS)}")
+        check_exports(self.exports)
 
     @property
     def batch(self) -> int:
@@ -179,20 +177,13 @@ def prepare_clip(task: ClipTask, s: LiftSettings, api) -> Prepared:
     """Read one clip and prepare it as engine.run does (:meth:`engine.front.api.StarPoseLifter.prepare_clip`);
     raises InputError for a bad clip."""
     from ..api import clip_setup
-    from ..readers import select_people
 
     t0 = time.perf_counter()
-    where = task.source
     raw = read_clip(task.source)
-    setup = clip_setup(raw, where, s.format, s.image_size, s.intrinsics, s.normalized, s.fps)
-    people = select_people(raw, s.person, False, where)
-    pid, arr = people[0]
-    label = where if pid is None or s.person is None else f"{where} person {pid}"
-    gt = raw.extras.get("gt_poses_3d", {}).get(0 if pid is None else pid)
+    setup = clip_setup(raw, task.source, s.format, s.image_size, s.intrinsics, s.normalized, s.fps)
     source = task.source if is_url(task.source) else str(Path(task.source))
-    clip = api.prepare_clip(arr, setup, s.conf_threshold, label, check_layout=s.format is None,
-                            check_normalized=True, ground_truth=gt,
-                            meta={"input": source, "person": pid, "normalized_input": bool(s.normalized)})
+    [(_, clip)] = api.prepare_file(raw, setup, task.source, source, s.person, False, s.conf_threshold,
+                                   check_layout=s.format is None, normalized=s.normalized)
     return Prepared(task, clip, time.perf_counter() - t0)
 
 
