@@ -28,6 +28,7 @@ The JSON/CSV/BVH writers stream frame by frame.
 from __future__ import annotations
 
 import glob as _glob
+import os
 from pathlib import Path
 
 from ..core.errors import InputError
@@ -37,13 +38,17 @@ CLIP_SUFFIXES = (".npy", ".npz", ".json")
 OUTPUT_ENDINGS = ("_3d.npz", "_3d.json", "_3d.csv", "_3d.bvh")
 
 
+def is_clip_name(name: str) -> bool:
+    """A file name that is a clip: not hidden, not an output of ours, a clip suffix."""
+    return (not name.startswith(".") and not name.endswith(OUTPUT_ENDINGS)
+            and os.path.splitext(name)[1].lower() in CLIP_SUFFIXES)
+
+
 def _is_clip(p: Path) -> bool:
-    name = p.name
-    if name.startswith(".") or name.endswith(OUTPUT_ENDINGS):
-        return False
     if p.is_file():
-        return p.suffix.lower() in CLIP_SUFFIXES
-    return p.is_dir() and is_openpose_folder(p)
+        return is_clip_name(p.name)
+    return (not p.name.startswith(".") and not p.name.endswith(OUTPUT_ENDINGS)
+            and p.is_dir() and is_openpose_folder(p))
 
 
 def expand_inputs(items: list[str | Path]) -> tuple[list[Path], bool]:

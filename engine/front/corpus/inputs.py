@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...core.errors import InputError
-from ..batch import CLIP_SUFFIXES, OUTPUT_ENDINGS
+from ..batch import is_clip_name
 
 LIST_SUFFIXES = (".txt", ".lst", ".list")
 _MAGIC = "*?["
@@ -91,11 +91,6 @@ def _fsspec(url: str):
         raise InputError(f"{url}: {e}") from None
 
 
-def _is_clip_name(name: str) -> bool:
-    return (not name.startswith(".") and not name.endswith(OUTPUT_ENDINGS)
-            and os.path.splitext(name)[1].lower() in CLIP_SUFFIXES)
-
-
 def _walk_local(folder: str) -> list[str]:
     from ..readers import _natural_key, is_openpose_folder
     found: list[str] = []
@@ -110,7 +105,7 @@ def _walk_local(folder: str) -> list[str]:
             else:
                 keep.append(d)
         dirs[:] = keep
-        found.extend(os.path.join(top, f) for f in sorted(files, key=_natural_key) if _is_clip_name(f))
+        found.extend(os.path.join(top, f) for f in sorted(files, key=_natural_key) if is_clip_name(f))
     return found
 
 
@@ -125,7 +120,7 @@ def _expand_local(item: str) -> tuple[list[str], str]:
         return clips, item
     if not p.exists() and any(ch in item for ch in _MAGIC):
         clips = sorted(m for m in _glob.glob(item, recursive=True)
-                       if (os.path.isfile(m) and _is_clip_name(os.path.basename(m))) or is_openpose_folder(Path(m)))
+                       if (os.path.isfile(m) and is_clip_name(os.path.basename(m))) or is_openpose_folder(Path(m)))
         if not clips:
             raise InputError(f"no clips match {item}")
         return clips, _glob_root(item, os.sep)
@@ -149,12 +144,12 @@ def _expand_url(item: str, fs) -> tuple[list[str], str]:
     """(clip paths inside ``fs``, root path) of one fsspec item."""
     path = fs._strip_protocol(item)
     if any(ch in path for ch in _MAGIC):
-        clips = sorted(m for m in fs.glob(path) if _is_clip_name(posixpath.basename(m)))
+        clips = sorted(m for m in fs.glob(path) if is_clip_name(posixpath.basename(m)))
         if not clips:
             raise InputError(f"no clips match {item}")
         return clips, _glob_root(path, "/")
     if fs.isdir(path):
-        clips = sorted(m for m in fs.find(path) if _is_clip_name(posixpath.basename(m))
+        clips = sorted(m for m in fs.find(path) if is_clip_name(posixpath.basename(m))
                        and not any(part.startswith(".") for part in m[len(path):].split("/")))
         if not clips:
             raise InputError(f"{item}: no clips under this folder")
