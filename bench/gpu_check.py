@@ -63,10 +63,6 @@ from .common import RESULTS, frame_inputs, git_revision, hardware, time_runs, ve
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "tests" / "golden" / "golden_tiny.npz"
-J = 17
-# tests/test_onnx.py's rule for a whole autoregressive run against the golden file (reasons there):
-# every frame within PIPE_TOL_MAX metres, all but max(1, 10 %) of the frames within PIPE_TOL.
-PIPE_TOL, PIPE_TOL_MAX = 1e-4, 2e-3
 
 
 @dataclass(frozen=True)
@@ -175,20 +171,6 @@ def timed(run: Run, fn: Callable[[], object], interpreted: bool = False) -> dict
         return {"median": p50 / 1e3, "p20": p20 / 1e3, "p80": p80 / 1e3}
     t = time_runs(fn, repeats=1 if interpreted else 3, warmup=0 if interpreted else 1)
     return {"median": t["median"], "p20": t["min"], "p80": t["max"]}
-
-
-def frames_close(got: np.ndarray, want: np.ndarray) -> str | None:
-    """tests/test_onnx.py's per-frame rule; None when it holds, else the reason."""
-    if got.shape != want.shape:
-        return f"shape {got.shape} != {want.shape}"
-    per_frame = np.abs(got - want).reshape(len(got), -1).max(1)
-    worst = int(per_frame.argmax())
-    if per_frame[worst] > PIPE_TOL_MAX:
-        return f"frame {worst} off by {per_frame[worst]:.2e} m > {PIPE_TOL_MAX:.0e}"
-    off, allowed = int((per_frame > PIPE_TOL).sum()), max(1, len(per_frame) // 10)
-    if off > allowed:
-        return f"{off} of {len(per_frame)} frames off by > {PIPE_TOL:.0e} m (allowed {allowed})"
-    return None
 
 
 def make_backend_on(name: str, model, run: Run):
@@ -342,7 +324,7 @@ def parse_junit(path: Path) -> dict[str, dict[str, str]]:
 
 def section_golden(run: Run) -> None:
     from engine.core.pipeline import Lifter
-    from export.golden import load_golden
+    from export.golden import PIPE_TOL, PIPE_TOL_MAX, frames_differ, load_golden
     report = {}
     for name in run.plan.golden_backends:
         check = f"golden {name}"
@@ -360,7 +342,7 @@ def section_golden(run: Run) -> None:
                     for field_name in ("poses", "spread", "initial"):
                         a, b = np.asarray(getattr(r, field_name)), np.asarray(getattr(ref, field_name))
                         worst = max(worst, float(np.abs(a - b).max()))
-                        why = frames_close(a, b)
+                        why = frames_differ(a, b)
                         if why:
                             errors.append(f"{agg} video {i} {field_name}: {why}")
             report[name] = {"max_abs_m": worst, "errors": errors}
@@ -519,6 +501,7 @@ def kernel_ops(model, videos: int, run: Run) -> dict[str, Callable[[bool], tuple
     from .bench_kernels import block_cost, sample_cost, stpg_cost
     cfg = model.cfg
     d, n, heads, steps = cfg.denoiser.hidden, cfg.diffusion.hypotheses, cfg.denoiser.heads, cfg.diffusion.sample_steps
+    J = model.num_joints
     rows = videos * n
     cond, init, x_k, gin = frame_inputs(model, videos, run.device)
     h = init[:, None] + model.gmm.scale * x_k                                  # (B, N, J, 3) metres

@@ -90,19 +90,21 @@ def test_without_a_gpu_only_the_dry_run_runs(capsys):
     assert "run --dry-run" in capsys.readouterr().err
 
 
-def test_frames_close_follows_the_onnx_rule():
+def test_the_golden_parity_rule():
+    """export.golden.frames_differ: the rule of tests/test_onnx.py and of the GPU check's golden section."""
+    from export.golden import frames_differ
     want = np.zeros((10, 17, 3))
-    assert gpu_check.frames_close(want + 5e-5, want) is None
+    assert frames_differ(want + 5e-5, want) is None
     one_off = want.copy()
     one_off[3] += 5e-4                                   # one frame in ten may exceed PIPE_TOL
-    assert gpu_check.frames_close(one_off, want) is None
+    assert frames_differ(one_off, want) is None
     two_off = one_off.copy()
     two_off[7] += 5e-4
-    assert "2 of 10 frames" in gpu_check.frames_close(two_off, want)
+    assert "2 of 10 frames" in frames_differ(two_off, want)
     far = want.copy()
     far[0, 0, 0] = 3e-3
-    assert "frame 0 off by 3.00e-03" in gpu_check.frames_close(far, want)
-    assert "shape" in gpu_check.frames_close(want[:5], want)
+    assert "frame 0 off by 3.00e-03" in frames_differ(far, want)
+    assert "shape" in frames_differ(want[:5], want)
 
 
 def test_gpu_names_and_junit(tmp_path):
